@@ -1,0 +1,44 @@
+# `make run` and `make test` set up the virtual environment themselves.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+EXTRAS ?= cpu,postgres,dev
+
+.PHONY: install run test lint format bench models compose-check clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/scanq up
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+bench: install
+	$(BIN)/python -m bench.throughput
+
+compose-check: install
+	SECRET_KEY=compose-check $(BIN)/docker-compose -f docker-compose.yml config --quiet
+
+# Rebuild the shipped default models from ../shared/data (see models/default/*/MODEL_CARD.md).
+models: install
+	$(BIN)/python -m models.train --modality xray --data ../shared/data --out models/default/xray
+	$(BIN)/python -m models.train --modality ct --data ../shared/data --out models/default/ct
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

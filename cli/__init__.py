@@ -1,0 +1,1 @@
+"""The `scanq` command line."""

@@ -1,0 +1,79 @@
+"""A small client of the JSON API, used by `scanq submit/status/results/models`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import requests
+
+from web.ingest import ARCHIVE_SUFFIXES
+
+UPLOAD_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".dcm"}
+
+
+class ApiError(RuntimeError):
+    pass
+
+
+def default_url() -> str:
+    return os.environ.get("SCANQ_URL") or f"http://127.0.0.1:{os.environ.get('SCANQ_PORT', '5000')}"
+
+
+def expand_paths(paths: list[str]) -> Iterator[Path]:
+    """Files as given, and image/zip files found under given folders (sorted)."""
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and f.suffix.lower() in UPLOAD_SUFFIXES | ARCHIVE_SUFFIXES:
+                    yield f
+        elif p.is_file():
+            yield p
+        else:
+            raise FileNotFoundError(f"no such file or folder: {raw}")
+
+
+class Client:
+    def __init__(self, base_url: str | None = None, timeout: float = 600):
+        self.base = (base_url or default_url()).rstrip("/")
+        self.http = requests.Session()
+        token = os.environ.get("SCANQ_TOKEN")
+        if token:
+            self.http.headers["Authorization"] = f"Bearer {token}"
+        self.timeout = timeout
+
+    def _check(self, resp: requests.Response) -> requests.Response:
+        if resp.status_code >= 400:
+            try:
+                err = resp.json()["error"]
+                msg = f"{err['code']}: {err['message']}"
+            except (ValueError, KeyError, TypeError):
+                msg = resp.text[:300]
+            raise ApiError(f"HTTP {resp.status_code}: {msg}")
+        return resp
+
+    def submit(self, files: list[Path], modality: str, model_version: int | None = None) -> dict:
+        handles = [open(f, "rb") for f in files]  # noqa: SIM115 - closed below
+        try:
+            parts = [("files", (f.name, h)) for f, h in zip(files, handles, strict=True)]
+            data = {"modality": modality}
+            if model_version is not None:
+                data["model_version"] = str(model_version)
+            resp = self.http.post(
+                f"{self.base}/api/v1/jobs", files=parts, data=data, timeout=self.timeout
+            )
+        finally:
+            for h in handles:
+                h.close()
+        return self._check(resp).json()
+
+    def get(self, path: str, **params) -> requests.Response:
+        return self._check(self.http.get(f"{self.base}{path}", params=params, timeout=60))
+
+    def post(self, path: str) -> dict:
+        return self._check(self.http.post(f"{self.base}{path}", timeout=60)).json()
+
+    def job(self, job_id: str) -> dict:
+        return self.get(f"/api/v1/jobs/{job_id}").json()

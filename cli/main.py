@@ -1,0 +1,276 @@
+"""`scanq`: run the stack, submit scans, read results, evaluate and manage models."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from cli.client import ApiError, Client, expand_paths
+from scanq import DISCLAIMER
+from scanq.settings import get_settings
+
+url_option = click.option("--url", default=None, help="ScanQ web URL (default $SCANQ_URL or local)")
+
+
+@click.group()
+def cli() -> None:
+    """ScanQ: batch COVID-19 screening of chest X-rays and CT slices (research use only)."""
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+def up(host: str) -> None:
+    """Start the whole local stack in the foreground (Ctrl-C stops it)."""
+    from cli.stack import run_stack
+
+    sys.exit(run_stack(get_settings(), host))
+
+
+@cli.command()
+@click.option("--queues", default="inference,training", show_default=True)
+@click.option(
+    "--concurrency",
+    type=int,
+    default=1,
+    show_default=True,
+    help="processes per worker (CPU: 1, TensorFlow uses every core)",
+)
+@click.option(
+    "--gpus",
+    default="auto",
+    show_default=True,
+    help="'auto', a number, or 0: one worker process per GPU",
+)
+def worker(queues: str, concurrency: int, gpus: str) -> None:
+    """Start Celery workers; beside a running `scanq up` they find its Redis."""
+    from cli.processes import count_gpus, worker_command
+    from cli.stack import Supervisor, prepare
+
+    settings = get_settings()
+    prepare(settings)
+    n_gpus = count_gpus() if gpus == "auto" else int(gpus)
+    if n_gpus <= 0:
+        os.execv(sys.executable, worker_command(queues, concurrency, "cpu"))
+    sup = Supervisor()
+    for i in range(n_gpus):
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(i))
+        sup.start(f"gpu{i}", worker_command(queues, 1, f"gpu{i}"), env)
+    try:
+        sys.exit(sup.wait())
+    finally:
+        sup.stop()
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True)
+def web(host: str, workers: int) -> None:
+    """Start the web app under gunicorn."""
+    from cli.processes import web_command
+    from cli.stack import prepare
+
+    settings = get_settings()
+    prepare(settings)
+    cmd = web_command(settings.port, workers, host)
+    os.execv(cmd[0], cmd)
+
+
+@cli.command()
+def beat() -> None:
+    """Start celery beat (periodic reconciliation of lost batches)."""
+    from cli.processes import beat_command
+
+    settings = get_settings()
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    cmd = beat_command(str(settings.run_dir / "celerybeat-schedule"))
+    os.execv(cmd[0], cmd)
+
+
+@cli.command("migrate")
+def migrate_cmd() -> None:
+    """Bring the database schema to the newest revision and register shipped models."""
+    from cli.stack import prepare
+
+    prepare(get_settings())
+    click.echo("database is up to date")
+
+
+def _progress_line(job: dict) -> str:
+    total = job["total"] or 1
+    finished = job["done"] + job["failed"]
+    width = 30
+    filled = int(width * finished / total)
+    return (
+        f"\r[{'#' * filled}{'.' * (width - filled)}] {finished}/{job['total']} "
+        f"({job['failed']} failed) {job['status']}"
+    )
+
+
+def wait_for_job(client: Client, job_id: str, interval: float = 1.0, quiet: bool = False) -> dict:
+    while True:
+        job = client.job(job_id)
+        if not quiet:
+            click.echo(_progress_line(job), nl=False, err=True)
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            if not quiet:
+                click.echo("", err=True)
+            return job
+        time.sleep(interval)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--modality", type=click.Choice(["xray", "ct"]), required=True)
+@click.option("--model-version", type=int, default=None)
+@click.option("--wait", is_flag=True, help="show progress until the job ends")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+@url_option
+def submit(paths, modality, model_version, wait, quiet, url) -> None:
+    """Submit images, folders of images or .zip archives as one job; prints the job id."""
+    try:
+        files = list(expand_paths(list(paths)))
+    except FileNotFoundError as exc:
+        raise click.UsageError(str(exc)) from None
+    if not files:
+        raise click.UsageError("no image or .zip files found in the given paths")
+    client = Client(url)
+    try:
+        job = client.submit(files, modality, model_version)
+    except (ApiError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(job["id"])
+    if wait:
+        final = wait_for_job(client, job["id"], quiet=quiet)
+        click.echo(
+            f"{final['status']}: {final['done']} scored, {final['failed']} failed, "
+            f"of {final['total']}",
+            err=True,
+        )
+        if final["status"] != "succeeded":
+            sys.exit(1)
+
+
+@cli.command()
+@click.argument("job_id")
+@url_option
+def status(job_id, url) -> None:
+    """Print a job's status as JSON."""
+    try:
+        click.echo(json.dumps(Client(url).job(job_id), indent=2))
+    except ApiError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="write CSV to FILE ('-' for stdout)",
+)
+@url_option
+def results(job_id, csv_path, url) -> None:
+    """Fetch a job's results: CSV to a file, or JSON lines to stdout."""
+    client = Client(url)
+    try:
+        if csv_path:
+            body = client.get(f"/api/v1/jobs/{job_id}/results.csv").text
+            if csv_path == "-":
+                click.echo(body, nl=False)
+            else:
+                Path(csv_path).write_text(body)
+                click.echo(f"wrote {csv_path}", err=True)
+            return
+        click.echo(f"# {DISCLAIMER}", err=True)
+        path = f"/api/v1/jobs/{job_id}/results?limit=1000"
+        while path:
+            page = client.get(path).json()
+            for item in page["items"]:
+                click.echo(json.dumps(item))
+            path = page["next"]
+    except ApiError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@cli.group()
+def models() -> None:
+    """List and activate model versions."""
+
+
+@models.command("list")
+@url_option
+def models_list(url) -> None:
+    try:
+        items = Client(url).get("/api/v1/models").json()["items"]
+    except ApiError as exc:
+        raise click.ClickException(str(exc)) from None
+    for v in items:
+        mark = "*" if v["active"] else " "
+        click.echo(
+            f"{mark} {v['id']:>4}  {v['modality']:<4}  {v['backbone']}@{v['input_size']}  "
+            f"AUC {v['auc']}  sens {v['sensitivity']}  spec {v['specificity']}"
+        )
+
+
+@models.command("activate")
+@click.argument("version_id", type=int)
+@url_option
+def models_activate(version_id, url) -> None:
+    try:
+        v = Client(url).post(f"/api/v1/models/{version_id}/activate")
+    except ApiError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"model version {v['id']} is now active for {v['modality']}")
+
+
+@cli.command()
+@click.option("--modality", type=click.Choice(["xray", "ct"]), required=True)
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(exists=True, file_okay=False),
+    required=True,
+    help="folder with covid/ and non_covid/ subfolders of images",
+)
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(exists=True),
+    default=None,
+    help="model version folder (default: the shipped model for the modality)",
+)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def evaluate(modality, data_dir, model_path, as_json) -> None:
+    """Score a labelled folder locally and report AUC, sensitivity and specificity."""
+    from cli.evaluate import evaluate_folder
+
+    settings = get_settings()
+    report = evaluate_folder(settings, modality, Path(data_dir), model_path)
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(f"# {DISCLAIMER}")
+    for key in (
+        "model_version",
+        "n",
+        "n_covid",
+        "n_non_covid",
+        "auc",
+        "auc_ci95",
+        "sensitivity",
+        "specificity",
+        "accuracy",
+        "threshold",
+    ):
+        click.echo(f"{key:>14}: {report[key]}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    cli()

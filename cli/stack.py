@@ -1,0 +1,100 @@
+"""`scanq up`: the whole local stack in the foreground (private Redis, workers, beat,
+web), stopped cleanly on Ctrl-C or when any part dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import click
+
+from cli.processes import beat_command, web_command, worker_command
+from db.migrate import upgrade
+from db.registry import ensure_builtin_versions
+from db.session import session_scope
+from scanq.embedded_redis import start_redis, wait_for_redis
+from scanq.settings import Settings
+
+
+def prepare(settings: Settings) -> None:
+    """Schema to the newest revision and shipped models registered (no TensorFlow)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url)
+    with session_scope(settings.database_url) as session:
+        for v in ensure_builtin_versions(session, settings.model_dir):
+            click.echo(f"registered shipped model {v.label}", err=True)
+
+
+@dataclass
+class Supervisor:
+    children: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
+    stopping: bool = False
+
+    def start(self, name: str, cmd: list[str], env: dict | None = None) -> subprocess.Popen:
+        proc = subprocess.Popen(cmd, env=env)
+        self.children.append((name, proc))
+        return proc
+
+    def adopt(self, name: str, proc: subprocess.Popen) -> None:
+        self.children.append((name, proc))
+
+    def wait(self) -> int:
+        """Block until a child exits or a signal arrives; returns that child's code."""
+        while not self.stopping:
+            for name, proc in self.children:
+                code = proc.poll()
+                if code is not None:
+                    click.echo(f"{name} exited with {code}; stopping the stack", err=True)
+                    return code or 1
+            time.sleep(0.5)
+        return 0
+
+    def stop(self, grace: float = 30.0) -> None:
+        """Stop in reverse start order (web first, Redis last) so in-flight work drains."""
+        self.stopping = True
+        for name, proc in reversed(self.children):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(grace)
+                except subprocess.TimeoutExpired:
+                    click.echo(f"{name} did not stop in {grace:.0f} s; killing it", err=True)
+                    proc.kill()
+                    proc.wait()
+
+
+def run_stack(settings: Settings, host: str = "127.0.0.1") -> int:
+    sup = Supervisor()
+
+    def _on_signal(signum, _frame):
+        sup.stopping = True
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    env = dict(os.environ, SCANQ_DATA_DIR=str(settings.data_dir))
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        if settings.redis_url:
+            wait_for_redis(settings.redis_url)
+        else:
+            proc, url = start_redis(settings.data_dir)
+            sup.adopt("redis", proc)
+            settings.redis_url_file.write_text(url + "\n")
+            click.echo(f"private Redis at {url} (data in {settings.data_dir / 'redis'})", err=True)
+        prepare(settings)
+        sup.start("worker-inference", worker_command("inference", 1, "inference"), env)
+        sup.start("worker-training", worker_command("training", 1, "training"), env)
+        sup.start("beat", beat_command(str(settings.run_dir / "celerybeat-schedule")), env)
+        sup.start("web", web_command(settings.port, host=host), env)
+        click.echo(f"ScanQ is running: open http://{host}:{settings.port}/  (Ctrl-C stops)")
+        sys.stdout.flush()
+        code = sup.wait()
+    finally:
+        sup.stop()
+        if not settings.redis_url:
+            settings.redis_url_file.unlink(missing_ok=True)
+    return code

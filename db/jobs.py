@@ -1,0 +1,201 @@
+"""Job state, moved only by conditional updates (expected status -> new status), so two
+workers, a redelivered task and a cancel request can race without corrupting a job.
+Counters are recomputed from the result table rather than incremented, which makes
+every write idempotent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import case, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from db.models import FINAL_STATUSES, Batch, Job, Result, Scan, utcnow
+
+
+@dataclass
+class IncomingScan:
+    """A file accepted at upload: stored (sha256/path) or rejected with `error`."""
+
+    filename: str
+    sha256: str | None = None
+    stored_path: str | None = None
+    size_bytes: int | None = None
+    width: int | None = None
+    height: int | None = None
+    error: str | None = None
+
+
+def create_inference_job(
+    session: Session,
+    modality: str,
+    model_version_id: int,
+    scans: list[IncomingScan],
+    batch_size: int,
+    owner: str | None = None,
+    options: dict | None = None,
+) -> tuple[Job, list[int]]:
+    """Insert a job, its batches and scans in one transaction. Files rejected at upload
+    get their failed result now, so every file of a job ends with exactly one result.
+    Returns the job and the ids of the batches to enqueue."""
+    job = Job(
+        kind="inference",
+        modality=modality,
+        model_version_id=model_version_id,
+        owner=owner,
+        options=options or {},
+        total=len(scans),
+    )
+    session.add(job)
+    session.flush()
+    good = [s for s in scans if s.error is None]
+    batch_ids: list[int] = []
+    batches: list[Batch] = []
+    for seq, start in enumerate(range(0, len(good), batch_size)):
+        b = Batch(job_id=job.id, seq=seq, size=len(good[start : start + batch_size]))
+        batches.append(b)
+    session.add_all(batches)
+    session.flush()
+    good_index = 0
+    for position, item in enumerate(scans):
+        batch_id = None
+        if item.error is None:
+            batch_id = batches[good_index // batch_size].id
+            good_index += 1
+        scan = Scan(
+            job_id=job.id,
+            batch_id=batch_id,
+            position=position,
+            filename=item.filename[:1024],
+            sha256=item.sha256,
+            stored_path=item.stored_path,
+            size_bytes=item.size_bytes,
+            width=item.width,
+            height=item.height,
+        )
+        session.add(scan)
+        if item.error is not None:
+            scan.result = Result(job_id=job.id, error=item.error)
+    session.flush()
+    batch_ids = [b.id for b in batches]
+    refresh_job(session, job.id)
+    return job, batch_ids
+
+
+def claim_batch(session: Session, batch_id: int) -> Batch | None:
+    """queued|running -> running (running again on redelivery); None if the batch is
+    finished or its job is cancelled or gone."""
+    batch = session.get(Batch, batch_id)
+    if batch is None or batch.status in ("done", "cancelled"):
+        return None
+    job = session.get(Job, batch.job_id)
+    if job is None or job.status in FINAL_STATUSES:
+        return None
+    session.execute(
+        update(Batch)
+        .where(Batch.id == batch_id, Batch.status.in_(("queued", "running")))
+        .values(status="running", attempts=Batch.attempts + 1, started_at=utcnow())
+    )
+    session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status == "queued")
+        .values(status="running", started_at=utcnow())
+    )
+    session.flush()
+    session.refresh(batch)
+    return batch
+
+
+def pending_scans(session: Session, batch_id: int) -> list[Scan]:
+    """Scans of a batch still without a result (a redelivered batch skips the rest)."""
+    return list(
+        session.scalars(
+            select(Scan)
+            .outerjoin(Result, Result.scan_id == Scan.id)
+            .where(Scan.batch_id == batch_id, Result.id.is_(None))
+            .order_by(Scan.position)
+        )
+    )
+
+
+def store_results(session: Session, rows: list[dict]) -> None:
+    """Bulk insert; a row for a scan that already has a result is silently skipped."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        stmt = postgresql.insert(Result).on_conflict_do_nothing(index_elements=["scan_id"])
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(Result).on_conflict_do_nothing(index_elements=["scan_id"])
+    else:  # pragma: no cover - other databases are not supported
+        stmt = insert(Result)
+    now = utcnow()
+    session.execute(stmt, [{"created_at": now, **r} for r in rows])
+
+
+def finish_batch(session: Session, batch_id: int) -> None:
+    session.execute(
+        update(Batch)
+        .where(Batch.id == batch_id, Batch.status == "running")
+        .values(status="done", finished_at=utcnow())
+    )
+
+
+def refresh_job(session: Session, job_id: str) -> Job | None:
+    """Recount done/failed from results and close the job once every scan has one."""
+    done, failed = session.execute(
+        select(
+            func.coalesce(func.sum(case((Result.error.is_(None), 1), else_=0)), 0),
+            func.coalesce(func.sum(case((Result.error.is_not(None), 1), else_=0)), 0),
+        ).where(Result.job_id == job_id)
+    ).one()
+    session.execute(update(Job).where(Job.id == job_id).values(done=done, failed=failed))
+    job = session.get(Job, job_id)
+    if job is None:
+        return None
+    session.refresh(job)
+    if job.status not in FINAL_STATUSES and done + failed >= job.total:
+        final = "succeeded" if done > 0 or job.total == 0 else "failed"
+        error = None if final == "succeeded" else "no file of this job could be scored"
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_(("queued", "running")))
+            .values(status=final, finished_at=utcnow(), error=error)
+        )
+        session.refresh(job)
+    return job
+
+
+def cancel_job(session: Session, job_id: str) -> bool:
+    """queued|running -> cancelled; the batches still queued are skipped by workers."""
+    changed = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(("queued", "running")))
+        .values(status="cancelled", finished_at=utcnow())
+    ).rowcount
+    session.execute(
+        update(Batch)
+        .where(Batch.job_id == job_id, Batch.status.in_(("queued", "running")))
+        .values(status="cancelled")
+    )
+    return bool(changed)
+
+
+def mark_enqueued(session: Session, batch_ids: list[int]) -> None:
+    if batch_ids:
+        session.execute(update(Batch).where(Batch.id.in_(batch_ids)).values(enqueued_at=utcnow()))
+
+
+def results_page(
+    session: Session, job_id: str, limit: int, after_position: int = -1
+) -> list[tuple[Scan, Result | None]]:
+    """Scans in upload order with their result (None while still pending)."""
+    rows = session.execute(
+        select(Scan, Result)
+        .outerjoin(Result, Result.scan_id == Scan.id)
+        .where(Scan.job_id == job_id, Scan.position > after_position)
+        .order_by(Scan.position)
+        .limit(limit)
+    ).all()
+    return [(scan, result) for scan, result in rows]

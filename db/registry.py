@@ -1,0 +1,91 @@
+"""Model versions: registration, the active version per modality, activation.
+
+The shipped default models (`models/default/<modality>/card.json`) are registered on
+first start with path `builtin/<modality>`; versions trained here live under the data
+directory. Exactly one version per modality is active; activation is one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from db.models import ModelVersion
+
+
+def active_version(session: Session, modality: str) -> ModelVersion | None:
+    return session.scalars(
+        select(ModelVersion)
+        .where(ModelVersion.modality == modality, ModelVersion.active.is_(True))
+        .order_by(ModelVersion.id.desc())
+    ).first()
+
+
+def register_version(
+    session: Session,
+    card: dict,
+    path: str,
+    activate: bool = False,
+    training_job_id: str | None = None,
+) -> ModelVersion:
+    test = card.get("test") or {}
+    version = ModelVersion(
+        modality=card["modality"],
+        backbone=card["backbone"],
+        input_size=int(card["input_size"]),
+        path=path,
+        threshold=float(card["threshold"]),
+        temperature=float(card.get("temperature", 1.0)),
+        auc=test.get("auc"),
+        sensitivity=test.get("sensitivity"),
+        specificity=test.get("specificity"),
+        metrics={k: card.get(k) for k in ("validation", "test", "split", "config", "command")},
+        data_fingerprint=card.get("data_fingerprint"),
+        training_job_id=training_job_id,
+    )
+    session.add(version)
+    session.flush()
+    if activate:
+        activate_version(session, version.id)
+    return version
+
+
+def activate_version(session: Session, version_id: int) -> ModelVersion:
+    version = session.get(ModelVersion, version_id)
+    if version is None:
+        raise LookupError(f"no model version {version_id}")
+    session.execute(
+        update(ModelVersion)
+        .where(ModelVersion.modality == version.modality, ModelVersion.id != version_id)
+        .values(active=False)
+    )
+    version.active = True
+    session.flush()
+    return version
+
+
+def ensure_builtin_versions(session: Session, model_dir: Path) -> list[ModelVersion]:
+    """Register each shipped model once (by path and data fingerprint) and make it the
+    active one where its modality has none."""
+    added = []
+    for card_path in sorted(Path(model_dir).glob("*/card.json")):
+        card = json.loads(card_path.read_text())
+        path = f"builtin/{card_path.parent.name}"
+        known = session.scalars(
+            select(ModelVersion).where(
+                ModelVersion.path == path,
+                ModelVersion.data_fingerprint == card.get("data_fingerprint"),
+                ModelVersion.backbone == card["backbone"],
+                ModelVersion.threshold == float(card["threshold"]),
+            )
+        ).first()
+        if known:
+            continue
+        version = register_version(session, card, path)
+        if active_version(session, version.modality) is None:
+            activate_version(session, version.id)
+        added.append(version)
+    return added

@@ -1,0 +1,176 @@
+"""Classifier builders: grayscale 0..255 in, probability of COVID-19 out.
+
+Every backbone gets the same wrapper: the grey channel repeated to RGB, the backbone's
+own input scaling as built-in Keras layers (so a saved `.keras` file needs no custom
+code and scales its own input), global pooling, dropout and one sigmoid unit kept in
+float32 so mixed precision on a GPU does not round the probability.
+
+ImageNet weights are used only when a weights file is given or already sits in the Keras
+cache (`~/.keras/models/`, or `$KERAS_HOME/models/`); nothing here downloads. Without
+them the backbone starts from random weights and a warning says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# Input scaling per family, as (scale, offset) after which per-channel (mean, std) apply.
+_TF = {"scale": 1 / 127.5, "offset": -1.0}
+_CAFFE = {"scale": 1.0, "offset": 0.0, "mean": (103.939, 116.779, 123.68), "std": (1, 1, 1)}
+_TORCH = {
+    "scale": 1 / 255.0,
+    "offset": 0.0,
+    "mean": (0.485, 0.456, 0.406),
+    "std": (0.229, 0.224, 0.225),
+}
+_RAW = {"scale": 1.0, "offset": 0.0}  # EfficientNet scales inside the application
+_UNIT = {"scale": 1 / 255.0, "offset": 0.0}
+
+
+@dataclass(frozen=True)
+class Backbone:
+    name: str
+    default_size: int
+    scaling: dict
+    cache_file: str | None  # file name Keras caches the no-top ImageNet weights under
+
+
+BACKBONES: dict[str, Backbone] = {
+    b.name: b
+    for b in [
+        Backbone("smallcnn", 128, _UNIT, None),
+        Backbone(
+            "mobilenetv2",
+            160,
+            _TF,
+            "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{size}_no_top.h5",
+        ),
+        Backbone("efficientnetb0", 224, _RAW, "efficientnetb0_notop.h5"),
+        Backbone(
+            "densenet121", 224, _TORCH, "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"
+        ),
+        Backbone("vgg16", 224, _CAFFE, "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+        Backbone("resnet50", 224, _CAFFE, "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+        Backbone(
+            "inceptionv3", 299, _TF, "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
+        ),
+        Backbone("xception", 299, _TF, "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    ]
+}
+
+
+def cached_imagenet_weights(backbone: str, size: int) -> Path | None:
+    """The ImageNet weights file in the Keras cache, if someone put it there."""
+    spec = BACKBONES[backbone]
+    if spec.cache_file is None:
+        return None
+    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    path = (
+        home
+        / "models"
+        / spec.cache_file.format(size=size if size in (96, 128, 160, 192, 224) else 224)
+    )
+    return path if path.exists() else None
+
+
+def _feature_extractor(name: str, size: int, weights: str | None):
+    import keras
+
+    apps = keras.applications
+    shape = (size, size, 3)
+    if name == "smallcnn":
+        return _small_cnn(shape)
+    builders = {
+        "mobilenetv2": lambda: apps.MobileNetV2(
+            input_shape=shape, include_top=False, weights=weights
+        ),
+        "efficientnetb0": lambda: apps.EfficientNetB0(
+            input_shape=shape, include_top=False, weights=weights
+        ),
+        "densenet121": lambda: apps.DenseNet121(
+            input_shape=shape, include_top=False, weights=weights
+        ),
+        "vgg16": lambda: apps.VGG16(input_shape=shape, include_top=False, weights=weights),
+        "resnet50": lambda: apps.ResNet50(input_shape=shape, include_top=False, weights=weights),
+        "inceptionv3": lambda: apps.InceptionV3(
+            input_shape=shape, include_top=False, weights=weights
+        ),
+        "xception": lambda: apps.Xception(input_shape=shape, include_top=False, weights=weights),
+    }
+    return builders[name]()
+
+
+def _small_cnn(shape):
+    """A few conv blocks: trains from scratch in seconds on a CPU (tests, tiny data)."""
+    import keras
+    from keras import layers
+
+    inp = keras.Input(shape)
+    x = inp
+    for width in (16, 32, 64, 96):
+        x = layers.Conv2D(width, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+        x = layers.MaxPooling2D()(x)
+    return keras.Model(inp, x, name="smallcnn")
+
+
+def build_classifier(
+    backbone: str = "mobilenetv2",
+    input_size: int | None = None,
+    dropout: float = 0.3,
+    weights: str | Path | None = "auto",
+    augment: bool = True,
+):
+    """A compiled-free Keras model (grey 0..255, HxWx1) -> P(covid).
+
+    `weights="auto"` uses cached ImageNet weights when present, else a random start.
+    Returns (model, feature_extractor) so training can freeze and unfreeze the backbone.
+    """
+    import keras
+    from keras import layers
+
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; choose from {sorted(BACKBONES)}")
+    spec = BACKBONES[backbone]
+    size = input_size or spec.default_size
+    weight_arg: str | None = None
+    if weights == "auto":
+        found = cached_imagenet_weights(backbone, size)
+        weight_arg = str(found) if found else None
+        if spec.cache_file and not found:
+            log.warning(
+                "no ImageNet weights for %s in the Keras cache; starting from random weights",
+                backbone,
+            )
+    elif weights:
+        weight_arg = str(weights)
+
+    inp = keras.Input((size, size, 1), name="image")
+    x = inp
+    if augment:
+        # Small geometric and photometric jitter; no flips (anatomy is not symmetric).
+        x = layers.RandomRotation(0.03, fill_mode="constant")(x)
+        x = layers.RandomTranslation(0.05, 0.05, fill_mode="constant")(x)
+        x = layers.RandomZoom((-0.1, 0.1), fill_mode="constant")(x)
+        x = layers.RandomBrightness(0.1, value_range=(0, 255))(x)
+        x = layers.RandomContrast(0.15, value_range=(0, 255))(x)
+    x = layers.Concatenate(name="grey_to_rgb")([x, x, x])
+    sc = spec.scaling
+    x = layers.Rescaling(sc["scale"], sc["offset"], name="scale")(x)
+    if "mean" in sc:
+        x = layers.Normalization(
+            mean=list(sc["mean"]), variance=[s * s for s in sc["std"]], name="normalize"
+        )(x)
+    features = _feature_extractor(backbone, size, weight_arg)
+    x = features(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    out = layers.Dense(1, activation="sigmoid", dtype="float32", name="covid")(x)
+    model = keras.Model(inp, out, name=f"scanq_{backbone}_{size}")
+    return model, features

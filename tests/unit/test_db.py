@@ -1,0 +1,108 @@
+"""Job state on SQLite and, where a server is available, PostgreSQL: migrations from
+empty, conditional transitions and idempotent results."""
+
+import os
+
+import pytest
+from sqlalchemy import func, select, text
+
+from db.jobs import (
+    IncomingScan,
+    cancel_job,
+    claim_batch,
+    create_inference_job,
+    finish_batch,
+    pending_scans,
+    refresh_job,
+    store_results,
+)
+from db.migrate import downgrade, upgrade
+from db.models import Job, Result
+from db.registry import activate_version, active_version, register_version
+from db.session import get_engine, session_scope
+
+CARD = {"modality": "xray", "backbone": "smallcnn", "input_size": 64, "threshold": 0.5}
+
+
+def _postgres_url():
+    url = os.environ.get("SCANQ_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("SCANQ_REQUIRE_POSTGRES"):
+            pytest.fail("SCANQ_REQUIRE_POSTGRES is set but SCANQ_TEST_POSTGRES_URL is not")
+        pytest.skip("no PostgreSQL (set SCANQ_TEST_POSTGRES_URL; .ci/services.sh starts one)")
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'test.sqlite3'}"
+    else:
+        url = _postgres_url()
+        with get_engine(url).begin() as conn:  # start from an empty schema
+            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    upgrade(url)
+    return url
+
+
+def _job(session, n_good=5, n_bad=1, batch_size=2):
+    version = register_version(session, CARD, "builtin/xray", activate=True)
+    scans = [IncomingScan(f"g{i}.png", "0" * 64, f"scans/{i}", 10, 64, 64) for i in range(n_good)]
+    scans += [IncomingScan(f"b{i}.png", error="not an image") for i in range(n_bad)]
+    return create_inference_job(session, "xray", version.id, scans, batch_size)
+
+
+def test_job_lifecycle_is_idempotent(db_url):
+    with session_scope(db_url) as s:
+        job, batch_ids = _job(s)
+        job_id = job.id
+        assert len(batch_ids) == 3 and job.failed == 1 and job.status == "queued"
+    for batch_id in batch_ids:
+        for _attempt in range(2):  # a redelivered batch must not add rows
+            with session_scope(db_url) as s:
+                batch = claim_batch(s, batch_id)
+                if batch is None:
+                    continue
+                rows = [
+                    {"scan_id": sc.id, "job_id": job_id, "probability": 0.7, "label": "covid"}
+                    for sc in pending_scans(s, batch_id)
+                ]
+                store_results(s, rows)
+                store_results(s, rows)
+                finish_batch(s, batch_id)
+                refresh_job(s, job_id)
+    with session_scope(db_url) as s:
+        job = s.get(Job, job_id)
+        assert (job.status, job.done, job.failed, job.total) == ("succeeded", 5, 1, 6)
+        assert job.started_at is not None and job.finished_at is not None
+        assert s.scalar(select(func.count(Result.id)).where(Result.job_id == job_id)) == 6
+        assert claim_batch(s, batch_ids[0]) is None  # done batches are not claimed again
+
+
+def test_cancelled_job_batches_are_not_claimed(db_url):
+    with session_scope(db_url) as s:
+        job, batch_ids = _job(s)
+        assert cancel_job(s, job.id)
+        assert not cancel_job(s, job.id)
+        assert claim_batch(s, batch_ids[0]) is None
+        assert s.get(Job, job.id).status == "cancelled"
+
+
+def test_one_active_version_per_modality(db_url):
+    with session_scope(db_url) as s:
+        a = register_version(s, CARD, "builtin/xray", activate=True)
+        b = register_version(s, CARD, "versions/2", activate=False)
+        assert active_version(s, "xray").id == a.id
+        activate_version(s, b.id)
+        assert active_version(s, "xray").id == b.id
+        assert s.get(type(a), a.id).active is False
+
+
+def test_migrations_go_down_and_up(db_url):
+    downgrade(db_url, "base")
+    with get_engine(db_url).connect() as conn:
+        names = conn.execute(text("SELECT 1")).all()
+        assert names
+    upgrade(db_url)
+    with session_scope(db_url) as s:
+        assert s.scalar(select(func.count(Job.id))) == 0

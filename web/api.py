@@ -1,0 +1,135 @@
+"""JSON API under /api/v1. Errors are {"error": {"code", "message"}} with a fitting status."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+from sqlalchemy import select
+
+from db.jobs import cancel_job, results_page
+from db.models import Job, ModelVersion
+from db.registry import activate_version
+from scanq import DISCLAIMER
+from web.serialize import job_json, model_json, result_json, results_csv
+from web.services import ApiError, db_session, submit_inference_job
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+MAX_PAGE = 1000
+
+
+@bp.errorhandler(ApiError)
+def _api_error(exc: ApiError):
+    return jsonify(error={"code": exc.code, "message": exc.message}), exc.status
+
+
+def _get_job(session, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise ApiError(404, "job_not_found", f"no job {job_id}")
+    return job
+
+
+@bp.post("/jobs")
+def create_job():
+    files = request.files.getlist("files")
+    uploads = [(f.filename or "upload", f.read()) for f in files]
+    modality = (request.form.get("modality") or "").strip().lower()
+    if not modality:
+        raise ApiError(400, "missing_modality", "modality is required: xray or ct")
+    job = submit_inference_job(uploads, modality, request.form.get("model_version") or None)
+    body = {
+        "id": job.id,
+        "status": job.status,
+        "total": job.total,
+        "failed": job.failed,
+        "links": job_json(job)["links"],
+    }
+    return jsonify(body), 202, {"Location": f"/api/v1/jobs/{job.id}"}
+
+
+@bp.get("/jobs")
+def list_jobs():
+    limit = _int_arg("limit", 50, 1, 500)
+    with db_session() as session:
+        jobs = session.scalars(select(Job).order_by(Job.created_at.desc()).limit(limit)).all()
+        return jsonify(items=[job_json(j) for j in jobs])
+
+
+@bp.get("/jobs/<job_id>")
+def get_job(job_id: str):
+    with db_session() as session:
+        return jsonify(job_json(_get_job(session, job_id)))
+
+
+@bp.post("/jobs/<job_id>/cancel")
+def cancel(job_id: str):
+    with db_session() as session:
+        job = _get_job(session, job_id)
+        if not cancel_job(session, job_id):
+            raise ApiError(409, "job_finished", f"job {job_id} is already {job.status}")
+        session.refresh(job)
+        return jsonify(job_json(job))
+
+
+def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.args.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"bad_{name}", f"{name} must be an integer") from None
+    if not lo <= value <= hi:
+        raise ApiError(400, f"bad_{name}", f"{name} must be between {lo} and {hi}")
+    return value
+
+
+@bp.get("/jobs/<job_id>/results")
+def results(job_id: str):
+    limit = _int_arg("limit", 100, 1, MAX_PAGE)
+    cursor = _int_arg("cursor", -1, -1, 2**31)
+    with db_session() as session:
+        _get_job(session, job_id)
+        rows = results_page(session, job_id, limit + 1, cursor)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = rows[-1][0].position if more and rows else None
+        return jsonify(
+            items=[result_json(s, r) for s, r in rows],
+            next=(
+                f"/api/v1/jobs/{job_id}/results?limit={limit}&cursor={next_cursor}"
+                if next_cursor is not None
+                else None
+            ),
+            disclaimer=DISCLAIMER,
+        )
+
+
+@bp.get("/jobs/<job_id>/results.csv")
+def results_as_csv(job_id: str):
+    with db_session() as session:
+        _get_job(session, job_id)
+        rows = results_page(session, job_id, 2**31 - 1)
+        thresholds = dict(session.execute(select(ModelVersion.id, ModelVersion.threshold)).all())
+        body = results_csv(rows, thresholds)
+    return Response(
+        body,
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="scanq-{job_id}.csv"'},
+    )
+
+
+@bp.get("/models")
+def list_models():
+    with db_session() as session:
+        versions = session.scalars(select(ModelVersion).order_by(ModelVersion.id)).all()
+        return jsonify(items=[model_json(v) for v in versions])
+
+
+@bp.post("/models/<int:version_id>/activate")
+def activate(version_id: int):
+    with db_session() as session:
+        try:
+            version = activate_version(session, version_id)
+        except LookupError as exc:
+            raise ApiError(404, "model_version_not_found", str(exc)) from None
+        return jsonify(model_json(version))

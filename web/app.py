@@ -1,0 +1,75 @@
+"""The Flask app factory."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify, request
+from sqlalchemy import text
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from scanq import DISCLAIMER
+from scanq.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or get_settings()
+    app = Flask(__name__)
+    app.config.update(
+        SCANQ_SETTINGS=settings,
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes,
+        # Large multipart bodies go to temporary files, not memory, per part.
+        MAX_FORM_MEMORY_SIZE=16 * 1024 * 1024,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+    )
+    from web.extensions import celery_init_app
+
+    celery_init_app(app)
+    from web import api, pages
+
+    app.register_blueprint(api.bp)
+    app.register_blueprint(pages.bp)
+    app.jinja_env.globals["DISCLAIMER"] = DISCLAIMER
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        """JSON errors for API clients (routing errors included); pages keep Flask's."""
+        if isinstance(exc, RequestEntityTooLarge):
+            limit = app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
+            code, message = "upload_too_large", f"uploads are limited to {limit} MB"
+        else:
+            code = (exc.name or "error").lower().replace(" ", "_")
+            message = exc.description
+        if request.path.startswith("/api/"):
+            return jsonify(error={"code": code, "message": message}), exc.code
+        return exc
+
+    @app.get("/healthz")
+    def healthz():
+        checks = {"web": "ok"}
+        status = 200
+        try:
+            from db.session import get_engine
+
+            with get_engine(settings.database_url).connect() as conn:
+                conn.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"error: {type(exc).__name__}"
+            status = 503
+        try:
+            import redis
+
+            client = redis.Redis.from_url(settings.resolved_redis_url(), socket_timeout=2)
+            client.ping()
+            client.close()
+            checks["redis"] = "ok"
+        except Exception as exc:
+            checks["redis"] = f"error: {type(exc).__name__}"
+            status = 503
+        return jsonify(status="ok" if status == 200 else "degraded", checks=checks), status
+
+    logging.getLogger(__name__).info("ScanQ web ready (data dir %s)", settings.data_dir)
+    return app

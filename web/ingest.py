@@ -1,0 +1,143 @@
+"""Turn uploaded files (images, or .zip archives of images) into stored scans.
+
+Every file gets a verdict: stored, or an error the user can read. Archives are read
+member by member with limits on count and expansion; nested archives, links and
+directory entries are refused rather than followed. Images are only checked from their
+header here (cheap); full decoding happens in the worker.
+"""
+
+from __future__ import annotations
+
+import io
+import stat
+import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from PIL import Image
+
+from db.jobs import IncomingScan
+from web.storage import store_bytes
+
+MAX_PIXELS = 100_000_000
+MIN_SIDE = 16
+ARCHIVE_SUFFIXES = {".zip"}
+IMAGE_FORMATS = {"PNG", "JPEG", "TIFF", "BMP", "GIF", "WEBP"}
+
+
+class UploadError(ValueError):
+    """The whole request is unusable (as opposed to one bad file in it)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_files: int
+    max_archive_ratio: int
+    max_member_bytes: int
+
+
+def check_image(data: bytes) -> tuple[int, int]:
+    """Width and height from the header; raises ValueError with a readable reason."""
+    if not data:
+        raise ValueError("empty file")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            fmt = im.format
+            width, height = im.size
+            im.verify()
+    except Image.DecompressionBombError:
+        raise ValueError("image has too many pixels (decompression bomb limit)") from None
+    except Exception as exc:  # Pillow raises many types for broken files
+        raise ValueError(f"not a readable image ({type(exc).__name__})") from None
+    if fmt not in IMAGE_FORMATS:
+        raise ValueError(f"unsupported image format {fmt}")
+    if width * height > MAX_PIXELS:
+        raise ValueError(f"image is {width}x{height}: over {MAX_PIXELS:,} pixels")
+    if min(width, height) < MIN_SIDE:
+        raise ValueError(f"image is {width}x{height}: smaller than {MIN_SIDE} px on a side")
+    return width, height
+
+
+def _display_name(name: str) -> str:
+    return name.replace("\\", "/").strip()[:1024] or "(unnamed)"
+
+
+def _members(archive_name: str, data: bytes, limits: Limits) -> Iterator[tuple[str, bytes | str]]:
+    """(display name, bytes or error) for each file entry of a zip archive."""
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        yield archive_name, "not a readable zip archive"
+        return
+    with zf:
+        for info in zf.infolist():
+            name = f"{archive_name}/{_display_name(info.filename)}"
+            mode = info.external_attr >> 16
+            if info.is_dir():
+                continue
+            if stat.S_ISLNK(mode):
+                yield name, "symbolic links in archives are not followed"
+                continue
+            parts = PurePosixPath(info.filename.replace("\\", "/")).parts
+            if PurePosixPath(info.filename).is_absolute() or ".." in parts:
+                yield name, "archive path escapes the archive; refused"
+                continue
+            if parts and (parts[0] == "__MACOSX" or parts[-1].startswith(".")):
+                continue  # resource forks and hidden files are not scans
+            if PurePosixPath(info.filename).suffix.lower() in ARCHIVE_SUFFIXES:
+                yield name, "nested archives are not accepted"
+                continue
+            if info.file_size > limits.max_member_bytes or (
+                info.compress_size
+                and info.file_size / info.compress_size > limits.max_archive_ratio
+            ):
+                yield name, "archive member expands far beyond its size; refused"
+                continue
+            try:
+                with zf.open(info) as fh:
+                    content = fh.read(limits.max_member_bytes + 1)
+            except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as exc:
+                yield name, f"cannot read archive member: {exc}"
+                continue
+            if len(content) > limits.max_member_bytes:
+                yield name, "archive member is too large"
+                continue
+            yield name, content
+
+
+def ingest(uploads: Iterable[tuple[str, bytes]], data_dir, limits: Limits) -> list[IncomingScan]:
+    """Store every usable image; return one IncomingScan per file, in upload order."""
+    out: list[IncomingScan] = []
+
+    def add(name: str, content: bytes | str) -> None:
+        if len(out) >= limits.max_files:
+            raise UploadError(f"more than {limits.max_files} files in one job")
+        if isinstance(content, str):
+            out.append(IncomingScan(filename=name, error=content))
+            return
+        try:
+            width, height = check_image(content)
+        except ValueError as exc:
+            out.append(IncomingScan(filename=name, size_bytes=len(content), error=str(exc)))
+            return
+        digest, rel = store_bytes(data_dir, content)
+        out.append(
+            IncomingScan(
+                filename=name,
+                sha256=digest,
+                stored_path=rel,
+                size_bytes=len(content),
+                width=width,
+                height=height,
+            )
+        )
+
+    for raw_name, content in uploads:
+        name = _display_name(raw_name)
+        if PurePosixPath(name).suffix.lower() in ARCHIVE_SUFFIXES or content[:4] == b"PK\x03\x04":
+            for member_name, member in _members(name, content, limits):
+                add(member_name, member)
+        else:
+            add(name, content)
+    return out

@@ -1,0 +1,88 @@
+"""HTML pages: upload, job list, job status with a live progress bar, results with
+thumbnails, models. Every page that shows a result carries the disclaimer (base.html)."""
+
+from __future__ import annotations
+
+import io
+
+from flask import Blueprint, abort, redirect, render_template, request, send_file, url_for
+from PIL import Image
+from sqlalchemy import select
+
+from db.jobs import results_page
+from db.models import MODALITIES, Job, ModelVersion, Scan
+from db.registry import active_version
+from web.serialize import result_status
+from web.services import ApiError, db_session, settings, submit_inference_job
+
+bp = Blueprint("pages", __name__)
+THUMB = 96
+
+
+@bp.get("/")
+def index():
+    with db_session() as session:
+        jobs = session.scalars(select(Job).order_by(Job.created_at.desc()).limit(20)).all()
+        active = {m: active_version(session, m) for m in MODALITIES}
+        return render_template("index.html", jobs=jobs, active=active, error=None)
+
+
+@bp.post("/upload")
+def upload():
+    uploads = [(f.filename or "upload", f.read()) for f in request.files.getlist("files")]
+    modality = request.form.get("modality", "")
+    try:
+        job = submit_inference_job(uploads, modality)
+    except ApiError as exc:
+        with db_session() as session:
+            jobs = session.scalars(select(Job).order_by(Job.created_at.desc()).limit(20)).all()
+            active = {m: active_version(session, m) for m in MODALITIES}
+            page = render_template("index.html", jobs=jobs, active=active, error=exc.message)
+        return page, exc.status
+    return redirect(url_for("pages.job_page", job_id=job.id), 303)
+
+
+@bp.get("/jobs")
+def jobs_page():
+    with db_session() as session:
+        jobs = session.scalars(select(Job).order_by(Job.created_at.desc()).limit(200)).all()
+        return render_template("jobs.html", jobs=jobs)
+
+
+@bp.get("/jobs/<job_id>")
+def job_page(job_id: str):
+    with db_session() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            abort(404)
+        rows = results_page(session, job_id, 500)
+        version = session.get(ModelVersion, job.model_version_id) if job.model_version_id else None
+        return render_template(
+            "job.html", job=job, rows=rows, version=version, result_status=result_status
+        )
+
+
+@bp.get("/models")
+def models_page():
+    with db_session() as session:
+        versions = session.scalars(select(ModelVersion).order_by(ModelVersion.id.desc())).all()
+        return render_template("models.html", versions=versions)
+
+
+@bp.get("/scans/<int:scan_id>/thumbnail.png")
+def thumbnail(scan_id: int):
+    with db_session() as session:
+        scan = session.get(Scan, scan_id)
+        if scan is None or not scan.stored_path:
+            abort(404)
+        path = settings().data_dir / scan.stored_path
+    try:
+        with Image.open(path) as im:
+            im.thumbnail((THUMB, THUMB))
+            buf = io.BytesIO()
+            im.convert("L").save(buf, "PNG")
+    except (OSError, ValueError):
+        abort(404)
+    buf.seek(0)
+    resp = send_file(buf, mimetype="image/png", max_age=86400)
+    return resp

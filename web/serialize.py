@@ -1,0 +1,116 @@
+"""JSON and CSV shapes of jobs, results and model versions, shared by API and pages."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from datetime import datetime, timezone
+
+from db.models import Job, ModelVersion, Result, Scan
+from scanq import DISCLAIMER
+
+
+def iso(dt: datetime | None) -> str | None:
+    if dt is None:
+        return None
+    if dt.tzinfo is None:  # SQLite drops the zone; every stored time is UTC
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.isoformat().replace("+00:00", "Z")
+
+
+def job_json(job: Job) -> dict:
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "status": job.status,
+        "modality": job.modality,
+        "total": job.total,
+        "done": job.done,
+        "failed": job.failed,
+        "model_version": job.model_version_id,
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "error": job.error,
+        "links": {
+            "self": f"/api/v1/jobs/{job.id}",
+            "results": f"/api/v1/jobs/{job.id}/results",
+            "csv": f"/api/v1/jobs/{job.id}/results.csv",
+            "page": f"/jobs/{job.id}",
+        },
+    }
+
+
+def result_status(result: Result | None) -> str:
+    if result is None:
+        return "pending"
+    return "failed" if result.error else "scored"
+
+
+def result_json(scan: Scan, result: Result | None) -> dict:
+    return {
+        "scan_id": scan.id,
+        "filename": scan.filename,
+        "status": result_status(result),
+        "probability": None if result is None else result.probability,
+        "label": None if result is None else result.label,
+        "model_version": None if result is None else result.model_version_id,
+        "error": None if result is None else result.error,
+        "sha256": scan.sha256,
+        "width": scan.width,
+        "height": scan.height,
+    }
+
+
+def model_json(version: ModelVersion) -> dict:
+    return {
+        "id": version.id,
+        "modality": version.modality,
+        "backbone": version.backbone,
+        "input_size": version.input_size,
+        "threshold": version.threshold,
+        "auc": version.auc,
+        "sensitivity": version.sensitivity,
+        "specificity": version.specificity,
+        "active": version.active,
+        "created_at": iso(version.created_at),
+        "training_job": version.training_job_id,
+        "metrics": version.metrics,
+    }
+
+
+CSV_COLUMNS = [
+    "filename",
+    "status",
+    "probability",
+    "label",
+    "threshold",
+    "model_version",
+    "error",
+    "sha256",
+]
+
+
+def results_csv(rows: Iterable[tuple[Scan, Result | None]], thresholds: dict[int, float]) -> str:
+    """CSV with the research-use disclaimer as its first (comment) line."""
+    buf = io.StringIO()
+    buf.write(f"# {DISCLAIMER}\n")
+    writer = csv.writer(buf)
+    writer.writerow(CSV_COLUMNS)
+    for scan, result in rows:
+        item = result_json(scan, result)
+        mv = item["model_version"]
+        writer.writerow(
+            [
+                item["filename"],
+                item["status"],
+                "" if item["probability"] is None else f"{item['probability']:.6f}",
+                item["label"] or "",
+                "" if mv is None else f"{thresholds.get(mv, float('nan')):.6f}",
+                "" if mv is None else mv,
+                item["error"] or "",
+                item["sha256"] or "",
+            ]
+        )
+    return buf.getvalue()

@@ -1,0 +1,102 @@
+"""What a submission does, shared by the JSON API and the upload page: check the
+request, store the files, write the job in one transaction, then enqueue its batches.
+Enqueueing happens after the commit: a worker never sees a batch that SQL does not
+have, and a batch whose send failed is re-queued by the reconciler, not lost."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import current_app
+from sqlalchemy.orm import Session
+
+from db.jobs import create_inference_job, mark_enqueued
+from db.models import MODALITIES, Job, ModelVersion
+from db.registry import active_version
+from db.session import session_scope
+from scanq.settings import Settings
+from web.extensions import get_celery
+from web.ingest import Limits, UploadError, ingest
+from worker.celery_app import SCORE_BATCH
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def settings() -> Settings:
+    return current_app.config["SCANQ_SETTINGS"]
+
+
+def db_session():
+    return session_scope(settings().database_url)
+
+
+def resolve_model_version(session: Session, modality: str, requested: str | None) -> ModelVersion:
+    if modality not in MODALITIES:
+        raise ApiError(400, "bad_modality", f"modality must be one of {', '.join(MODALITIES)}")
+    if requested:
+        try:
+            version = session.get(ModelVersion, int(requested))
+        except ValueError:
+            raise ApiError(400, "bad_model_version", "model_version must be an integer") from None
+        if version is None:
+            raise ApiError(404, "model_version_not_found", f"no model version {requested}")
+        if version.modality != modality:
+            raise ApiError(
+                400,
+                "model_modality_mismatch",
+                f"model version {version.id} is for {version.modality}, not {modality}",
+            )
+        return version
+    version = active_version(session, modality)
+    if version is None:
+        raise ApiError(409, "no_active_model", f"no active model for {modality}")
+    return version
+
+
+def submit_inference_job(
+    uploads: list[tuple[str, bytes]],
+    modality: str,
+    model_version: str | None = None,
+    owner: str | None = None,
+) -> Job:
+    cfg = settings()
+    if not uploads:
+        raise ApiError(400, "no_files", "send one or more images or .zip archives as `files`")
+    with db_session() as session:
+        version = resolve_model_version(session, modality, model_version)
+        limits = Limits(cfg.max_files_per_job, cfg.max_archive_ratio, cfg.max_upload_bytes)
+        try:
+            scans = ingest(uploads, cfg.data_dir, limits)
+        except UploadError as exc:
+            raise ApiError(400, "too_many_files", str(exc)) from None
+        if not scans:
+            raise ApiError(400, "no_files", "the upload holds no image files")
+        if all(s.error for s in scans):
+            detail = "; ".join(f"{s.filename}: {s.error}" for s in scans[:5])
+            raise ApiError(422, "no_usable_images", f"no file could be used: {detail}")
+        job, batch_ids = create_inference_job(
+            session, modality, version.id, scans, cfg.batch_size, owner=owner
+        )
+    enqueue_batches(batch_ids)
+    return job
+
+
+def enqueue_batches(batch_ids: list[int]) -> None:
+    sent: list[int] = []
+    try:
+        celery = get_celery()
+        for batch_id in batch_ids:
+            celery.send_task(SCORE_BATCH, args=[batch_id])
+            sent.append(batch_id)
+    except Exception:  # the broker is down: the reconciler re-sends from SQL
+        log.exception(
+            "could not enqueue %d batches; they stay queued in SQL", len(batch_ids) - len(sent)
+        )
+    with db_session() as session:
+        mark_enqueued(session, sent)

@@ -1,0 +1,37 @@
+// Polls the job's JSON status and fills the progress bar; reloads the page once the
+// job is finished so the results table shows every row.
+(function () {
+  const el = document.getElementById('job');
+  if (!el) return;
+  const id = el.dataset.jobId;
+  const progress = document.getElementById('progress');
+  const status = document.getElementById('status');
+  const counts = document.getElementById('counts');
+  const cancel = document.getElementById('cancel');
+  const finished = s => ['succeeded', 'failed', 'cancelled'].includes(s);
+  if (cancel) cancel.addEventListener('click', async () => {
+    await fetch(`/api/v1/jobs/${id}/cancel`, {method: 'POST'});
+    location.reload();
+  });
+  if (finished(el.dataset.status)) return;
+  let shown = Number(progress.value);
+  async function poll() {
+    try {
+      const r = await fetch(`/api/v1/jobs/${id}`, {headers: {Accept: 'application/json'}});
+      if (r.ok) {
+        const job = await r.json();
+        progress.max = job.total || 1;
+        progress.value = job.done + job.failed;
+        status.textContent = job.status;
+        status.className = 'status-' + job.status;
+        counts.textContent = `${job.done} scored, ${job.failed} failed, of ${job.total}`;
+        if (finished(job.status) || job.done + job.failed - shown >= 100) {
+          location.reload();
+          return;
+        }
+      }
+    } catch (e) { /* transient: try again */ }
+    setTimeout(poll, 1000);
+  }
+  setTimeout(poll, 500);
+})();

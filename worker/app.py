@@ -1,0 +1,5 @@
+"""Entry point for `celery -A worker.app worker|beat`."""
+
+from worker.celery_app import create_celery
+
+app = create_celery()

@@ -1,0 +1,46 @@
+"""The Celery app factory, shared by workers, beat and the web process (which only
+sends tasks by name). Delivery is at-least-once: late acks, prefetch of one and a
+visibility timeout above the longest task; tasks are idempotent against SQL."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from scanq.settings import Settings, get_settings
+
+INFERENCE_QUEUE = "inference"
+TRAINING_QUEUE = "training"
+SCORE_BATCH = "scanq.score_batch"
+TRAIN_MODEL = "scanq.train_model"
+RECONCILE = "scanq.reconcile"
+
+
+def create_celery(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    app = Celery("scanq", include=["worker.tasks", "worker.signals"])
+    broker = settings.resolved_redis_url()
+    app.conf.update(
+        broker_url=broker,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=INFERENCE_QUEUE,
+        task_routes={
+            SCORE_BATCH: {"queue": INFERENCE_QUEUE},
+            RECONCILE: {"queue": INFERENCE_QUEUE},
+            TRAIN_MODEL: {"queue": TRAINING_QUEUE},
+        },
+        task_serializer="json",
+        accept_content=["json"],
+        # A guard against slow leaks in long-lived children (kB); see bench/ for a
+        # measurement of worker memory over many batches.
+        worker_max_memory_per_child=6_000_000,
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "reconcile": {"task": RECONCILE, "schedule": 60.0},
+        },
+    )
+    return app

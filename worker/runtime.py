@@ -1,0 +1,66 @@
+"""TensorFlow set-up and the per-process model cache.
+
+Called from inside tasks, so TensorFlow is first imported in the child process. On a
+GPU host each worker process should see one device (`scanq worker` starts one process
+per GPU with CUDA_VISIBLE_DEVICES set); memory growth stops one process from grabbing
+all of a card, and mixed precision speeds convolutions on tensor cores.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+from scanq.settings import Settings
+
+log = logging.getLogger(__name__)
+_lock = threading.Lock()
+_configured = False
+_predictors: dict[tuple[int, int], object] = {}
+
+
+def configure_tensorflow() -> str:
+    """Idempotent; returns "gpu" or "cpu"."""
+    global _configured
+    import tensorflow as tf
+
+    with _lock:
+        gpus = tf.config.list_physical_devices("GPU")
+        if not _configured:
+            for gpu in gpus:
+                try:
+                    tf.config.experimental.set_memory_growth(gpu, True)
+                except RuntimeError as exc:  # already initialised
+                    log.warning("memory growth not set: %s", exc)
+            if gpus and os.environ.get("SCANQ_MIXED_PRECISION", "1") == "1":
+                import keras
+
+                keras.mixed_precision.set_global_policy("mixed_float16")
+            _configured = True
+        return "gpu" if gpus else "cpu"
+
+
+def version_path(settings: Settings, stored: str) -> Path:
+    """`builtin/<modality>` names a shipped model; anything else is under the data dir."""
+    if stored.startswith("builtin/"):
+        return settings.model_dir / stored.split("/", 1)[1]
+    return settings.data_dir / stored
+
+
+def predictor_for(settings: Settings, version_id: int, path: str, temperature: float):
+    """Load a model version once per process; later batches reuse it."""
+    key = (version_id, settings.batch_size)
+    with _lock:
+        cached = _predictors.get(key)
+    if cached is not None:
+        return cached
+    configure_tensorflow()
+    from models.predictor import Predictor
+
+    predictor = Predictor(version_path(settings, path), settings.batch_size, temperature)
+    with _lock:
+        _predictors[key] = predictor
+    log.info("loaded model version %s in pid %s", version_id, os.getpid())
+    return predictor

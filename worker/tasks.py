@@ -1,0 +1,87 @@
+"""Celery tasks. Each reads its work from SQL and writes results back idempotently, so a
+redelivered or re-queued task does no harm."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from celery import shared_task
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from db.jobs import claim_batch, finish_batch, pending_scans, refresh_job, store_results
+from db.models import Batch, Job, ModelVersion, utcnow
+from db.session import session_scope
+from scanq.settings import get_settings
+from worker.celery_app import RECONCILE, SCORE_BATCH
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(
+    name=SCORE_BATCH,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=20,
+)
+def score_batch(batch_id: int) -> str:
+    from worker import runtime
+    from worker.scoring import ScanRef, score
+
+    settings = get_settings()
+    url = settings.database_url
+    with session_scope(url) as session:
+        batch = claim_batch(session, batch_id)
+        if batch is None:
+            return "skipped"
+        job = session.get(Job, batch.job_id)
+        version = session.get(ModelVersion, job.model_version_id)
+        refs = [
+            ScanRef(s.id, settings.data_dir / s.stored_path)
+            for s in pending_scans(session, batch_id)
+        ]
+        job_id, threshold = job.id, version.threshold
+        version_args = (version.id, version.path, version.temperature)
+    if refs:
+        predictor = runtime.predictor_for(settings, *version_args)
+        rows = score(refs, predictor, threshold, job_id, version_args[0])
+    else:
+        rows = []
+    with session_scope(url) as session:
+        store_results(session, rows)
+        finish_batch(session, batch_id)
+        refresh_job(session, job_id)
+    return f"scored {len(rows)}"
+
+
+@shared_task(name=RECONCILE)
+def reconcile(stale_after_seconds: int | None = None) -> int:
+    """Re-queue batches whose task was lost: still queued long after enqueueing, or
+    running far beyond any normal batch. SQL is the source of truth; duplicates are
+    harmless because results are written idempotently."""
+    settings = get_settings()
+    stale = timedelta(seconds=stale_after_seconds or settings.visibility_timeout)
+    cutoff = utcnow() - stale
+    with session_scope(settings.database_url) as session:
+        rows = session.execute(
+            select(Batch.id)
+            .join(Job, Job.id == Batch.job_id)
+            .where(
+                Job.status.in_(("queued", "running")),
+                Batch.status.in_(("queued", "running")),
+                ((Batch.enqueued_at.is_(None)) | (Batch.enqueued_at < cutoff)),
+                ((Batch.started_at.is_(None)) | (Batch.started_at < cutoff)),
+            )
+        ).all()
+        ids = [r[0] for r in rows]
+        for batch_id in ids:
+            session.execute(
+                Batch.__table__.update().where(Batch.id == batch_id).values(enqueued_at=utcnow())
+            )
+    for batch_id in ids:
+        score_batch.delay(batch_id)
+    if ids:
+        log.warning("re-queued %d stale batches", len(ids))
+    return len(ids)

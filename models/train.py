@@ -31,14 +31,21 @@ ProgressFn = Callable[[int, dict], None]
 
 @dataclass
 class TrainConfig:
+    """Settings of one training run. With a pretrained backbone, phase 1 trains the head
+    on a frozen backbone and phase 2 fine-tunes the top of the backbone at a lower rate;
+    a randomly initialised backbone trains whole in one phase."""
+
     modality: str
-    backbone: str = "smallcnn"
-    input_size: int = 128
-    epochs: int = 40
+    backbone: str = "efficientnet_lite0"
+    input_size: int = 224
+    epochs: int = 30
     batch_size: int = 16
     learning_rate: float = 1e-3
+    finetune_epochs: int = 15
+    finetune_learning_rate: float = 1e-4
+    finetune_from: str = "block11_"  # first layer (by name prefix) that is fine-tuned
     dropout: float = 0.3
-    patience: int = 8
+    patience: int = 6
     target_sensitivity: float = 0.9
     seed: int = 0
     weights: str | None = "auto"
@@ -64,7 +71,9 @@ def _fit(
     from models.backbones import build_classifier
 
     keras.utils.set_random_seed(cfg.seed)
-    model, _ = build_classifier(cfg.backbone, cfg.input_size, cfg.dropout, cfg.weights)
+    model, features, pretrained = build_classifier(
+        cfg.backbone, cfg.input_size, cfg.dropout, cfg.weights
+    )
     # Balanced class weights: the X-ray set is about 4 covid : 1 non_covid.
     pos = max(float(y_train.mean()), 1e-6)
     weights = np.where(y_train == 1, 0.5 / pos, 0.5 / max(1 - pos, 1e-6)).astype("float32")
@@ -79,32 +88,59 @@ def _fit(
         .batch(64)
         .prefetch(tf.data.AUTOTUNE)
     )
-    model.compile(
-        optimizer=keras.optimizers.Adam(cfg.learning_rate),
-        loss="binary_crossentropy",
-        metrics=[keras.metrics.AUC(name="auc")],
-    )
+    history: dict[str, list] = {}
+    epoch_offset = 0
 
     class Report(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             if progress:
-                progress(epoch + 1, {k: float(v) for k, v in (logs or {}).items()})
+                progress(epoch_offset + epoch + 1, {k: float(v) for k, v in (logs or {}).items()})
             if should_stop and should_stop():
                 self.model.stop_training = True
 
-    callbacks = [
-        keras.callbacks.EarlyStopping(
+    def run_phase(lr: float, epochs: int, phase: str) -> float:
+        nonlocal epoch_offset
+        model.compile(
+            optimizer=keras.optimizers.Adam(lr),
+            loss="binary_crossentropy",
+            metrics=[keras.metrics.AUC(name="auc")],
+        )
+        stopper = keras.callbacks.EarlyStopping(
             monitor="val_auc", mode="max", patience=cfg.patience, restore_best_weights=True
-        ),
-        keras.callbacks.ReduceLROnPlateau(
+        )
+        plateau = keras.callbacks.ReduceLROnPlateau(
             monitor="val_auc", mode="max", factor=0.5, patience=max(2, cfg.patience // 2)
-        ),
-        Report(),
-    ]
-    history = model.fit(
-        train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks, verbose=0
-    )
-    return model, history.history
+        )
+        h = model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=epochs,
+            callbacks=[stopper, plateau, Report()],
+            verbose=0,
+        )
+        for k, v in h.history.items():
+            history.setdefault(k, []).extend(v)
+        history.setdefault("phase", []).extend([phase] * len(h.history.get("loss", [])))
+        epoch_offset += len(h.history.get("loss", []))
+        return max(h.history.get("val_auc", [0.0]))
+
+    if not pretrained:
+        run_phase(cfg.learning_rate, cfg.epochs, "full")
+        return model, history, pretrained
+    features.trainable = False
+    best = run_phase(cfg.learning_rate, cfg.epochs, "head")
+    if cfg.finetune_epochs > 0 and not (should_stop and should_stop()):
+        kept = model.get_weights()
+        features.trainable = True
+        unfrozen = False
+        for layer in features.layers:
+            unfrozen = unfrozen or layer.name.startswith(cfg.finetune_from)
+            # BatchNorm stays frozen: its ImageNet statistics beat a few hundred scans'.
+            layer.trainable = unfrozen and not isinstance(layer, keras.layers.BatchNormalization)
+        tuned = run_phase(cfg.finetune_learning_rate, cfg.finetune_epochs, "finetune")
+        if tuned < best:  # fine-tuning did not help on validation: keep the head-only model
+            model.set_weights(kept)
+    return model, history, pretrained
 
 
 def predict(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -122,14 +158,16 @@ def train(
     examples: list[Example],
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
+    split: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> TrainResult:
-    """Patient-level train/val/test split; early stopping, calibration and the threshold
-    on validation; the test split is scored once, at the end."""
-    tr, va, te = train_val_test(examples, seed=cfg.seed)
+    """Patient-level train/val/test split (or the given one, e.g. a CV fold); early
+    stopping, calibration and the threshold on validation; the test split is scored
+    once, at the end."""
+    tr, va, te = split if split is not None else train_val_test(examples, seed=cfg.seed)
     y = np.asarray([ex.label for ex in examples])
     x = load_arrays(examples, cfg.input_size)
     started = time.time()
-    model, history = _fit(cfg, x[tr], y[tr], x[va], y[va], progress, should_stop)
+    model, history, pretrained = _fit(cfg, x[tr], y[tr], x[va], y[va], progress, should_stop)
     p_val_raw = predict(model, x[va])
     temperature = calibration.fit_temperature(y[va], p_val_raw)
     p_val = calibration.apply_temperature(p_val_raw, temperature)
@@ -165,8 +203,12 @@ def train(
         },
         "validation": report(va, p_val),
         "test": report(te, p_test),
+        "pretrained": pretrained,
         "epochs_run": len(history.get("loss", [])),
-        "history": {k: [round(float(v), 5) for v in vals] for k, vals in history.items()},
+        "history": {
+            k: [v if isinstance(v, str) else round(float(v), 5) for v in vals]
+            for k, vals in history.items()
+        },
         "train_seconds": round(time.time() - started, 1),
     }
     return TrainResult(model=model, card=card)
@@ -209,7 +251,8 @@ def render_card(card: dict) -> str:
             f"- Data fingerprint: `{card['data_fingerprint']}`; split: {card['split']}",
             f"- Threshold {card['threshold']:.4f} (chosen on validation for sensitivity >= "
             f"{card['config']['target_sensitivity']}); temperature {card['temperature']:.3f}",
-            f"- Epochs run: {card['epochs_run']}; training time {card['train_seconds']} s",
+            f"- Backbone start: {'ImageNet weights' if card.get('pretrained') else 'random'}; "
+            f"epochs run: {card['epochs_run']}; training time {card['train_seconds']} s",
             "",
             "| split | n (covid/non) | AUC [95% CI, patient bootstrap] | sensitivity | "
             "specificity | ECE |",
@@ -229,27 +272,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modality", required=True, choices=["xray", "ct"])
     ap.add_argument("--data", required=True, help="dev data root or a covid/non_covid folder")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--backbone", default="smallcnn")
-    ap.add_argument("--input-size", type=int, default=128)
-    ap.add_argument("--epochs", type=int, default=40)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--learning-rate", type=float, default=1e-3)
-    ap.add_argument("--dropout", type=float, default=0.3)
-    ap.add_argument("--patience", type=int, default=8)
-    ap.add_argument("--seed", type=int, default=0)
+    defaults = TrainConfig(modality="xray")
+    for name in ("backbone", "input_size", "epochs", "batch_size", "learning_rate",
+                 "finetune_epochs", "finetune_learning_rate", "finetune_from", "dropout",
+                 "patience", "seed"):  # fmt: skip
+        value = getattr(defaults, name)
+        ap.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    cfg = TrainConfig(
-        modality=args.modality,
-        backbone=args.backbone,
-        input_size=args.input_size,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        dropout=args.dropout,
-        patience=args.patience,
-        seed=args.seed,
-    )
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k not in ("data", "out")})
     examples = load_examples(args.data, args.modality)
     log.info("%d examples", len(examples))
     result = train(cfg, examples, progress=lambda e, logs: log.info("epoch %d %s", e, logs))

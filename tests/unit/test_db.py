@@ -27,8 +27,8 @@ CARD = {"modality": "xray", "backbone": "smallcnn", "input_size": 64, "threshold
 def _postgres_url():
     url = os.environ.get("SCANQ_TEST_POSTGRES_URL")
     if not url:
-        if os.environ.get("SCANQ_REQUIRE_POSTGRES"):
-            pytest.fail("SCANQ_REQUIRE_POSTGRES is set but SCANQ_TEST_POSTGRES_URL is not")
+        if os.environ.get("SCANQ_STRICT"):
+            pytest.fail("SCANQ_STRICT is set but SCANQ_TEST_POSTGRES_URL is not")
         pytest.skip("no PostgreSQL (set SCANQ_TEST_POSTGRES_URL; .ci/services.sh starts one)")
     return url
 

@@ -1,0 +1,84 @@
+"""Choose training settings by patient-grouped cross-validation on the dev data.
+
+Each fold's held-out patients are the test part; the remaining patients are split again
+(grouped) into train and validation for early stopping, calibration and the threshold.
+Prints one line per setting with the mean and spread of test AUC, sensitivity and
+specificity over folds, and writes bench/out/cv_<modality>.json.
+
+    python -m bench.cv --modality ct --folds 3 --settings head,finetune
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from models.dataset import grouped_folds, load_examples
+from models.train import TrainConfig, train
+
+SETTINGS = {
+    "head": {"finetune_epochs": 0},
+    "finetune": {"finetune_epochs": 10, "finetune_from": "block11_"},
+    "finetune_deep": {"finetune_epochs": 10, "finetune_from": "block6_"},
+    "smallcnn": {"backbone": "smallcnn", "input_size": 128, "epochs": 40},
+}
+
+
+def fold_splits(examples, k: int, seed: int):
+    folds = grouped_folds(examples, k, seed)
+    for i, test in enumerate(folds):
+        rest = np.sort(np.concatenate([f for j, f in enumerate(folds) if j != i]))
+        sub = [examples[j] for j in rest]
+        val = rest[grouped_folds(sub, 4, seed + 1 + i)[0]]
+        yield np.setdiff1d(rest, val), val, test
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--modality", required=True)
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    ap.add_argument("--folds", type=int, default=3)
+    ap.add_argument("--settings", default="head,finetune")
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    examples = load_examples(args.data, args.modality)
+    base = TrainConfig(modality=args.modality, epochs=args.epochs, patience=5, seed=args.seed)
+    out = {}
+    for name in args.settings.split(","):
+        cfg = replace(base, **SETTINGS[name])
+        folds = []
+        for k, split in enumerate(fold_splits(examples, args.folds, args.seed)):
+            t0 = time.time()
+            card = train(cfg, examples, split=split).card
+            test = card["test"]
+            folds.append(
+                {
+                    "auc": test["auc"],
+                    "sensitivity": test["sensitivity"],
+                    "specificity": test["specificity"],
+                    "by_source_auc": {s: r["auc"] for s, r in test.get("by_source", {}).items()},
+                    "epochs": card["epochs_run"],
+                    "seconds": round(time.time() - t0),
+                }
+            )
+            print(f"{args.modality} {name} fold {k}: {folds[-1]}", flush=True)
+        summary = {
+            m: [round(float(np.mean([f[m] for f in folds])), 4),
+                round(float(np.std([f[m] for f in folds])), 4)]
+            for m in ("auc", "sensitivity", "specificity")
+        }  # fmt: skip
+        out[name] = {"summary_mean_sd": summary, "folds": folds, "overrides": SETTINGS[name]}
+        print(f"{args.modality} {name}: {summary}", flush=True)
+    path = Path(__file__).parent / "out" / f"cv_{args.modality}.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

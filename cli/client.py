@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +21,23 @@ class ApiError(RuntimeError):
 
 def default_url() -> str:
     return os.environ.get("SCANQ_URL") or f"http://127.0.0.1:{os.environ.get('SCANQ_PORT', '5000')}"
+
+
+def zip_labelled_folder(root: Path) -> bytes:
+    """The covid/ and non_covid/ images of a folder, and its labels.csv, as a .zip."""
+    buf = io.BytesIO()
+    n = 0
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:  # images are compressed
+        if (root / "labels.csv").is_file():
+            zf.write(root / "labels.csv", "labels.csv")
+        for label in ("covid", "non_covid"):
+            for f in sorted((root / label).rglob("*")) if (root / label).is_dir() else []:
+                if f.is_file() and f.suffix.lower() in UPLOAD_SUFFIXES:
+                    zf.write(f, f.relative_to(root).as_posix())
+                    n += 1
+    if n == 0:
+        raise FileNotFoundError(f"{root} has no images in covid/ or non_covid/")
+    return buf.getvalue()
 
 
 def expand_paths(paths: list[str]) -> Iterator[Path]:
@@ -69,11 +88,21 @@ class Client:
                 h.close()
         return self._check(resp).json()
 
+    def train(self, fields: dict, archive: bytes | None) -> dict:
+        files = {"dataset": ("dataset.zip", archive)} if archive is not None else None
+        resp = self.http.post(
+            f"{self.base}/api/v1/training-jobs", data=fields, files=files, timeout=self.timeout
+        )
+        return self._check(resp).json()
+
     def get(self, path: str, **params) -> requests.Response:
         return self._check(self.http.get(f"{self.base}{path}", params=params, timeout=60))
 
     def post(self, path: str) -> dict:
         return self._check(self.http.post(f"{self.base}{path}", timeout=60)).json()
+
+    def delete(self, path: str) -> None:
+        self._check(self.http.delete(f"{self.base}{path}", timeout=60))
 
     def job(self, job_id: str) -> dict:
         return self.get(f"/api/v1/jobs/{job_id}").json()

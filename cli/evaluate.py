@@ -26,13 +26,12 @@ def _resolve(settings: Settings, modality: str, model_path: str | None) -> tuple
         try:
             from db.registry import active_version
             from db.session import session_scope
-            from worker.runtime import version_path
 
             with session_scope(settings.database_url) as session:
                 v = active_version(session, modality)
                 if v is not None:
                     card = {"threshold": v.threshold, "temperature": v.temperature}
-                    return version_path(settings, v.path), card, v.id
+                    return settings.version_dir(v.path), card, v.id
         except Exception:  # no database yet: fall back to the shipped model
             pass
     path = settings.model_dir / modality

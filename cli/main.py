@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from cli.client import ApiError, Client, expand_paths
+from cli.client import ApiError, Client, expand_paths, zip_labelled_folder
 from scanq import DISCLAIMER
 from scanq.settings import get_settings
 
@@ -103,6 +103,13 @@ def migrate_cmd() -> None:
 def _progress_line(job: dict) -> str:
     total = job["total"] or 1
     finished = job["done"] + job["failed"]
+    if job.get("kind") == "training":
+        epochs = (job.get("progress") or {}).get("epochs") or [{}]
+        last = epochs[-1]
+        extra = "".join(
+            f" {k} {last[k]:.3f}" for k in ("loss", "val_auc") if isinstance(last.get(k), float)
+        )
+        return f"\repoch {finished}/{job['total']}{extra} {job['status']}      "
     width = 30
     filled = int(width * finished / total)
     return (
@@ -199,6 +206,68 @@ def results(job_id, csv_path, url) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+@cli.command()
+@click.option("--modality", type=click.Choice(["xray", "ct"]), required=True)
+@click.option(
+    "--data",
+    "data",
+    type=click.Path(exists=True),
+    default=None,
+    help="folder with covid/ and non_covid/ (and optional labels.csv), or a .zip of one",
+)
+@click.option("--server-path", default=None, help="a folder on the server instead of --data")
+@click.option("--backbone", default="efficientnet_lite0", show_default=True)
+@click.option("--epochs", type=int, default=None, help="head-only epochs (default 30)")
+@click.option("--finetune-epochs", type=int, default=None, help="fine-tuning epochs (default 15)")
+@click.option("--input-size", type=int, default=None, help="pixels (default: the backbone's)")
+@click.option("--seed", type=int, default=None)
+@click.option("--no-pretrained", is_flag=True, help="random start instead of ImageNet weights")
+@click.option("--activate", is_flag=True, help="make the new version active when it is done")
+@click.option("--wait", is_flag=True, help="show progress until the run ends")
+@url_option
+def train(modality, data, server_path, backbone, epochs, finetune_epochs, input_size, seed,
+          no_pretrained, activate, wait, url) -> None:  # fmt: skip
+    """Train a model version on a labelled set, on the training queue; prints the job id."""
+    if bool(data) == bool(server_path):
+        raise click.UsageError("give exactly one of --data and --server-path")
+    fields = {"modality": modality, "backbone": backbone, "activate": str(activate).lower()}
+    for name, value in (("epochs", epochs), ("finetune_epochs", finetune_epochs),
+                        ("input_size", input_size), ("seed", seed)):  # fmt: skip
+        if value is not None:
+            fields[name] = str(value)
+    if no_pretrained:
+        fields["weights"] = "none"
+    archive = None
+    if server_path:
+        fields["data_path"] = server_path
+    elif Path(data).is_dir():
+        try:
+            archive = zip_labelled_folder(Path(data))
+        except FileNotFoundError as exc:
+            raise click.UsageError(str(exc)) from None
+    else:
+        archive = Path(data).read_bytes()
+    client = Client(url)
+    try:
+        job = client.train(fields, archive)
+    except (ApiError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for item in job["dataset"]["rejected"]:
+        click.echo(f"skipped {item['filename']}: {item['error']}", err=True)
+    d = job["dataset"]
+    click.echo(
+        f"training on {d['n']} images ({d['n_covid']} covid, {d['n_non_covid']} non_covid, "
+        f"{d['n_patients']} patients)",
+        err=True,
+    )
+    click.echo(job["id"])
+    if wait:
+        final = wait_for_job(client, job["id"])
+        if final["status"] != "succeeded":
+            raise click.ClickException(f"training {final['status']}: {final.get('error') or ''}")
+        click.echo(f"model version {final['model_version']} is ready", err=True)
+
+
 @cli.group()
 def models() -> None:
     """List and activate model versions."""
@@ -228,6 +297,18 @@ def models_activate(version_id, url) -> None:
     except ApiError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"model version {v['id']} is now active for {v['modality']}")
+
+
+@models.command("delete")
+@click.argument("version_id", type=int)
+@url_option
+def models_delete(version_id, url) -> None:
+    """Delete a version that is not active and never scored a job."""
+    try:
+        Client(url).delete(f"/api/v1/models/{version_id}")
+    except ApiError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"model version {version_id} deleted")
 
 
 @cli.command()

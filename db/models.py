@@ -84,6 +84,9 @@ class Job(Base):
     )
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Training jobs: while running, written as the run advances (a stale one means its
+    # worker died); while queued, when its message was last sent.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     model_version: Mapped[ModelVersion | None] = relationship()
 

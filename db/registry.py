@@ -10,10 +10,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
-from db.models import ModelVersion
+from db.models import Job, ModelVersion, Result
+
+
+class VersionInUse(Exception):
+    """The version is active, or jobs and results name it: deleting it would leave
+    history pointing at nothing."""
 
 
 def active_version(session: Session, modality: str) -> ModelVersion | None:
@@ -89,3 +94,28 @@ def ensure_builtin_versions(session: Session, model_dir: Path) -> list[ModelVers
             activate_version(session, version.id)
         added.append(version)
     return added
+
+
+def delete_version(session: Session, version_id: int) -> ModelVersion:
+    """Remove a version that nothing uses; the caller removes its files."""
+    version = session.get(ModelVersion, version_id)
+    if version is None:
+        raise LookupError(f"no model version {version_id}")
+    if version.path.startswith("builtin/"):
+        raise VersionInUse(f"model version {version_id} is a shipped model")
+    if version.active:
+        raise VersionInUse(f"model version {version_id} is active; activate another first")
+    used = session.scalar(
+        select(
+            exists().where(Job.model_version_id == version_id, Job.kind == "inference")
+            | exists().where(Result.model_version_id == version_id)
+        )
+    )
+    if used:
+        raise VersionInUse(f"model version {version_id} scored jobs whose results name it")
+    session.execute(
+        update(Job).where(Job.model_version_id == version_id).values(model_version_id=None)
+    )
+    session.delete(version)
+    session.flush()
+    return version

@@ -22,11 +22,12 @@ import numpy as np
 
 from models import calibration, metrics
 from models.dataset import Example, fingerprint, load_examples, split_groups, train_val_test
-from models.preprocess import load_for_model
+from models.preprocess import ImageError, load_for_model
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, dict], None]
+STOP_CHECK_SECONDS = 10.0
 
 
 @dataclass
@@ -54,6 +55,24 @@ class TrainConfig:
 
 def load_arrays(examples: list[Example], size: int) -> np.ndarray:
     return np.stack([load_for_model(ex.path, size) for ex in examples])
+
+
+def decode_examples(
+    examples: list[Example], size: int
+) -> tuple[list[Example], np.ndarray, list[dict]]:
+    """Decode every image once; unreadable ones are left out and listed, so one broken
+    file does not sink a training run."""
+    kept, arrays, skipped = [], [], []
+    for ex in examples:
+        try:
+            arrays.append(load_for_model(ex.path, size))
+        except (ImageError, OSError) as exc:
+            skipped.append({"file": ex.path.name, "error": str(exc)})
+            continue
+        kept.append(ex)
+    if not arrays:
+        raise ValueError("no readable image in the training set")
+    return kept, np.stack(arrays), skipped
 
 
 def _fit(
@@ -92,6 +111,17 @@ def _fit(
     epoch_offset = 0
 
     class Report(keras.callbacks.Callback):
+        """Per-epoch progress, and a stop check every few seconds within an epoch so a
+        cancel lands quickly and a long epoch still shows the run is alive."""
+
+        last_check = time.monotonic()
+
+        def on_train_batch_end(self, batch, logs=None):
+            if should_stop and time.monotonic() - Report.last_check > STOP_CHECK_SECONDS:
+                Report.last_check = time.monotonic()
+                if should_stop():
+                    self.model.stop_training = True
+
         def on_epoch_end(self, epoch, logs=None):
             if progress:
                 progress(epoch_offset + epoch + 1, {k: float(v) for k, v in (logs or {}).items()})
@@ -163,9 +193,18 @@ def train(
     """Patient-level train/val/test split (or the given one, e.g. a CV fold); early
     stopping, calibration and the threshold on validation; the test split is scored
     once, at the end."""
+    given = len(examples)
+    examples, x, skipped = decode_examples(examples, cfg.input_size)
+    if split is not None and len(examples) != given:
+        raise ValueError("a fixed split needs every image to be readable")
     tr, va, te = split if split is not None else train_val_test(examples, seed=cfg.seed)
     y = np.asarray([ex.label for ex in examples])
-    x = load_arrays(examples, cfg.input_size)
+    for name, part in (("training", tr), ("validation", va), ("test", te)):
+        if len(set(y[part])) < 2:
+            raise ValueError(
+                f"the {name} split has only one label: the set has too few patients of "
+                "each label to split by patient"
+            )
     started = time.time()
     model, history, pretrained = _fit(cfg, x[tr], y[tr], x[va], y[va], progress, should_stop)
     p_val_raw = predict(model, x[va])
@@ -174,6 +213,7 @@ def train(
     threshold = metrics.threshold_for_sensitivity(y[va], p_val, cfg.target_sensitivity)
     p_test = calibration.apply_temperature(predict(model, x[te]), temperature)
     groups = split_groups(examples)
+    fpr, tpr = metrics.roc_curve(y[te], p_test)
 
     def report(idx: np.ndarray, p: np.ndarray) -> dict:
         r = metrics.screening_report(
@@ -203,6 +243,12 @@ def train(
         },
         "validation": report(va, p_val),
         "test": report(te, p_test),
+        "roc_test": {
+            "fpr": fpr.round(4).tolist(),
+            "tpr": tpr.round(4).tolist(),
+            "operating_point": _operating_point(y[te], p_test, threshold),
+        },
+        "skipped_unreadable": skipped,
         "pretrained": pretrained,
         "epochs_run": len(history.get("loss", [])),
         "history": {
@@ -212,6 +258,13 @@ def train(
         "train_seconds": round(time.time() - started, 1),
     }
     return TrainResult(model=model, card=card)
+
+
+def _operating_point(y: np.ndarray, p: np.ndarray, threshold: float) -> list[float]:
+    c = metrics.confusion(y, p, threshold)
+    fpr = c["fp"] / max(c["fp"] + c["tn"], 1)
+    tpr = c["tp"] / max(c["tp"] + c["fn"], 1)
+    return [round(fpr, 4), round(tpr, 4)]
 
 
 def save_version(result: TrainResult, out: Path, command: str | None = None) -> Path:
@@ -225,6 +278,9 @@ def save_version(result: TrainResult, out: Path, command: str | None = None) -> 
         card["command"] = command
     (out / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
     (out / "MODEL_CARD.md").write_text(render_card(card))
+    from models.report import write_report_images
+
+    write_report_images(card, out)
     return out
 
 

@@ -41,6 +41,10 @@ class Settings:
         default_factory=lambda: Path(__file__).resolve().parent.parent / "models" / "default"
     )
     visibility_timeout: int = 3600
+    # A training run that has not reported for this long is taken for dead and failed.
+    training_stall_seconds: int = 1800
+    # Server folders a training request may name as its data (besides uploaded sets).
+    dataset_roots: tuple[Path, ...] = ()
 
     @property
     def run_dir(self) -> Path:
@@ -55,8 +59,20 @@ class Settings:
         return self.data_dir / "model_versions"
 
     @property
+    def datasets_dir(self) -> Path:
+        """Uploaded training sets, one folder per archive content hash."""
+        return self.data_dir / "datasets"
+
+    @property
     def redis_url_file(self) -> Path:
         return self.run_dir / "redis.url"
+
+    def version_dir(self, stored: str) -> Path:
+        """A model version's folder: `builtin/<modality>` names a shipped model, anything
+        else is relative to the data dir (shared by every machine that mounts it)."""
+        if stored.startswith("builtin/"):
+            return self.model_dir / stored.split("/", 1)[1]
+        return self.data_dir / stored
 
     def resolved_redis_url(self) -> str:
         """REDIS_URL, or the embedded server's URL; a clear error when neither exists."""
@@ -91,6 +107,12 @@ def load_settings() -> Settings:
         max_upload_bytes=_int("SCANQ_MAX_UPLOAD_MB", 512) * 1024 * 1024,
         max_files_per_job=_int("SCANQ_MAX_FILES", 10_000),
         visibility_timeout=_int("SCANQ_VISIBILITY_TIMEOUT", 3600),
+        training_stall_seconds=_int("SCANQ_TRAINING_STALL", 1800),
+        dataset_roots=tuple(
+            Path(p).absolute()
+            for p in os.environ.get("SCANQ_DATASET_ROOTS", "").split(os.pathsep)
+            if p.strip()
+        ),
         **kwargs,
     )
 

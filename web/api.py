@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
+
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select
 
 from db.jobs import cancel_job, results_page
 from db.models import Job, ModelVersion
-from db.registry import activate_version
+from db.registry import VersionInUse, activate_version, delete_version
 from scanq import DISCLAIMER
 from web.serialize import job_json, model_json, result_json, results_csv
-from web.services import ApiError, db_session, submit_inference_job
+from web.services import ApiError, db_session, settings, submit_inference_job
+from web.training import submit_training_job
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 MAX_PAGE = 1000
@@ -46,12 +49,27 @@ def create_job():
     return jsonify(body), 202, {"Location": f"/api/v1/jobs/{job.id}"}
 
 
+@bp.post("/training-jobs")
+def create_training_job():
+    upload = request.files.get("dataset")
+    archive = upload.read() if upload else None
+    job, dataset = submit_training_job(request.form, archive)
+    body = {"id": job.id, "status": job.status, "total": job.total, "dataset": dataset,
+            "links": job_json(job)["links"]}  # fmt: skip
+    return jsonify(body), 202, {"Location": f"/api/v1/jobs/{job.id}"}
+
+
 @bp.get("/jobs")
 def list_jobs():
     limit = _int_arg("limit", 50, 1, 500)
+    kind = request.args.get("kind")
+    if kind not in (None, "inference", "training"):
+        raise ApiError(400, "bad_kind", "kind must be inference or training")
+    query = select(Job).order_by(Job.created_at.desc()).limit(limit)
+    if kind:
+        query = query.where(Job.kind == kind)
     with db_session() as session:
-        jobs = session.scalars(select(Job).order_by(Job.created_at.desc()).limit(limit)).all()
-        return jsonify(items=[job_json(j) for j in jobs])
+        return jsonify(items=[job_json(j) for j in session.scalars(query)])
 
 
 @bp.get("/jobs/<job_id>")
@@ -123,6 +141,31 @@ def list_models():
     with db_session() as session:
         versions = session.scalars(select(ModelVersion).order_by(ModelVersion.id)).all()
         return jsonify(items=[model_json(v) for v in versions])
+
+
+@bp.get("/models/<int:version_id>")
+def get_model(version_id: int):
+    with db_session() as session:
+        version = session.get(ModelVersion, version_id)
+        if version is None:
+            raise ApiError(404, "model_version_not_found", f"no model version {version_id}")
+        return jsonify(model_json(version))
+
+
+@bp.delete("/models/<int:version_id>")
+def delete_model(version_id: int):
+    with db_session() as session:
+        try:
+            version = delete_version(session, version_id)
+        except LookupError as exc:
+            raise ApiError(404, "model_version_not_found", str(exc)) from None
+        except VersionInUse as exc:
+            raise ApiError(409, "model_version_in_use", str(exc)) from None
+        path = version.path
+    folder = (settings().data_dir / path).resolve()
+    if settings().data_dir.resolve() in folder.parents:
+        shutil.rmtree(folder, ignore_errors=True)
+    return "", 204
 
 
 @bp.post("/models/<int:version_id>/activate")

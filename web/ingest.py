@@ -14,6 +14,7 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import NamedTuple
 
 from PIL import Image
 
@@ -37,8 +38,14 @@ class Limits:
     max_member_bytes: int
 
 
-def check_image(data: bytes) -> tuple[int, int]:
-    """Width and height from the header; raises ValueError with a readable reason."""
+class ImageInfo(NamedTuple):
+    width: int
+    height: int
+    format: str
+
+
+def check_image(data: bytes) -> ImageInfo:
+    """Size and format from the header; raises ValueError with a readable reason."""
     if not data:
         raise ValueError("empty file")
     try:
@@ -56,14 +63,16 @@ def check_image(data: bytes) -> tuple[int, int]:
         raise ValueError(f"image is {width}x{height}: over {MAX_PIXELS:,} pixels")
     if min(width, height) < MIN_SIDE:
         raise ValueError(f"image is {width}x{height}: smaller than {MIN_SIDE} px on a side")
-    return width, height
+    return ImageInfo(width, height, fmt)
 
 
 def _display_name(name: str) -> str:
     return name.replace("\\", "/").strip()[:1024] or "(unnamed)"
 
 
-def _members(archive_name: str, data: bytes, limits: Limits) -> Iterator[tuple[str, bytes | str]]:
+def archive_members(
+    archive_name: str, data: bytes, limits: Limits
+) -> Iterator[tuple[str, bytes | str]]:
     """(display name, bytes or error) for each file entry of a zip archive."""
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
@@ -117,7 +126,7 @@ def ingest(uploads: Iterable[tuple[str, bytes]], data_dir, limits: Limits) -> li
             out.append(IncomingScan(filename=name, error=content))
             return
         try:
-            width, height = check_image(content)
+            width, height, _format = check_image(content)
         except ValueError as exc:
             out.append(IncomingScan(filename=name, size_bytes=len(content), error=str(exc)))
             return
@@ -136,7 +145,7 @@ def ingest(uploads: Iterable[tuple[str, bytes]], data_dir, limits: Limits) -> li
     for raw_name, content in uploads:
         name = _display_name(raw_name)
         if PurePosixPath(name).suffix.lower() in ARCHIVE_SUFFIXES or content[:4] == b"PK\x03\x04":
-            for member_name, member in _members(name, content, limits):
+            for member_name, member in archive_members(name, content, limits):
                 add(member_name, member)
         else:
             add(name, content)

@@ -12,8 +12,11 @@ from sqlalchemy import select
 from db.jobs import results_page
 from db.models import MODALITIES, Job, ModelVersion, Scan
 from db.registry import active_version
+from models.backbones import BACKBONES
+from models.report import REPORT_FILES
 from web.serialize import result_status
 from web.services import ApiError, db_session, settings, submit_inference_job
+from web.training import submit_training_job
 
 bp = Blueprint("pages", __name__)
 THUMB = 96
@@ -62,11 +65,43 @@ def job_page(job_id: str):
         )
 
 
-@bp.get("/models")
-def models_page():
+def _models_page(error: str | None = None, status: int = 200):
     with db_session() as session:
         versions = session.scalars(select(ModelVersion).order_by(ModelVersion.id.desc())).all()
-        return render_template("models.html", versions=versions)
+        page = render_template(
+            "models.html", versions=versions, backbones=list(BACKBONES), error=error
+        )
+    return page, status
+
+
+@bp.get("/models")
+def models_page():
+    return _models_page()
+
+
+@bp.post("/train")
+def train():
+    upload = request.files.get("dataset")
+    archive = upload.read() if upload and upload.filename else None
+    try:
+        job, _dataset = submit_training_job(request.form, archive)
+    except ApiError as exc:
+        return _models_page(exc.message, exc.status)
+    return redirect(url_for("pages.job_page", job_id=job.id), 303)
+
+
+@bp.get("/models/<int:version_id>/<name>")
+def model_report_image(version_id: int, name: str):
+    if name not in REPORT_FILES:
+        abort(404)
+    with db_session() as session:
+        version = session.get(ModelVersion, version_id)
+        if version is None:
+            abort(404)
+        path = settings().version_dir(version.path) / name
+    if not path.is_file():
+        abort(404)
+    return send_file(path, mimetype="image/png", max_age=3600)
 
 
 @bp.get("/scans/<int:scan_id>/thumbnail.png")

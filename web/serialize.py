@@ -33,6 +33,11 @@ def job_json(job: Job) -> dict:
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
         "error": job.error,
+        **(
+            {"progress": job.progress or {}, "options": job.options or {}}
+            if job.kind == "training"
+            else {}
+        ),
         "links": {
             "self": f"/api/v1/jobs/{job.id}",
             "results": f"/api/v1/jobs/{job.id}/results",
@@ -77,6 +82,10 @@ def model_json(version: ModelVersion) -> dict:
         "created_at": iso(version.created_at),
         "training_job": version.training_job_id,
         "metrics": version.metrics,
+        "links": {
+            "roc": f"/models/{version.id}/roc.png",
+            "confusion": f"/models/{version.id}/confusion.png",
+        },
     }
 
 

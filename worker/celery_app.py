@@ -17,7 +17,7 @@ RECONCILE = "scanq.reconcile"
 
 def create_celery(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    app = Celery("scanq", include=["worker.tasks", "worker.signals"])
+    app = Celery("scanq", include=["worker.tasks", "worker.training", "worker.signals"])
     broker = settings.resolved_redis_url()
     app.conf.update(
         broker_url=broker,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from pathlib import Path
 
 from scanq.settings import Settings
 
@@ -42,13 +41,6 @@ def configure_tensorflow() -> str:
         return "gpu" if gpus else "cpu"
 
 
-def version_path(settings: Settings, stored: str) -> Path:
-    """`builtin/<modality>` names a shipped model; anything else is under the data dir."""
-    if stored.startswith("builtin/"):
-        return settings.model_dir / stored.split("/", 1)[1]
-    return settings.data_dir / stored
-
-
 def predictor_for(settings: Settings, version_id: int, path: str, temperature: float):
     """Load a model version once per process; later batches reuse it."""
     key = (version_id, settings.batch_size)
@@ -59,7 +51,7 @@ def predictor_for(settings: Settings, version_id: int, path: str, temperature: f
     configure_tensorflow()
     from models.predictor import Predictor
 
-    predictor = Predictor(version_path(settings, path), settings.batch_size, temperature)
+    predictor = Predictor(settings.version_dir(path), settings.batch_size, temperature)
     with _lock:
         _predictors[key] = predictor
     log.info("loaded model version %s in pid %s", version_id, os.getpid())

@@ -4,17 +4,18 @@ redelivered or re-queued task does no harm."""
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from celery import shared_task
+from celery import current_app, shared_task
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from db.jobs import claim_batch, finish_batch, pending_scans, refresh_job, store_results
 from db.models import Batch, Job, ModelVersion, utcnow
 from db.session import session_scope
+from db.training_jobs import fail_stalled_training, mark_sent, unsent_training_jobs
 from scanq.settings import get_settings
-from worker.celery_app import RECONCILE, SCORE_BATCH
+from worker.celery_app import RECONCILE, SCORE_BATCH, TRAIN_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +58,39 @@ def score_batch(batch_id: int) -> str:
 
 
 @shared_task(name=RECONCILE)
-def reconcile(stale_after_seconds: int | None = None) -> int:
-    """Re-queue batches whose task was lost: still queued long after enqueueing, or
-    running far beyond any normal batch. SQL is the source of truth; duplicates are
-    harmless because results are written idempotently."""
+def reconcile(
+    stale_after_seconds: int | None = None, training_stall_seconds: int | None = None
+) -> int:
+    """SQL is the source of truth; this periodic task repairs what the broker lost.
+    Returns the number of batches re-queued."""
     settings = get_settings()
-    stale = timedelta(seconds=stale_after_seconds or settings.visibility_timeout)
-    cutoff = utcnow() - stale
+
+    def ago(seconds: int | None, default: int) -> datetime:
+        return utcnow() - timedelta(seconds=default if seconds is None else seconds)
+
+    cutoff = ago(stale_after_seconds, settings.visibility_timeout)
+    _reconcile_training(settings, cutoff, ago(training_stall_seconds,
+                                               settings.training_stall_seconds))  # fmt: skip
+    return _requeue_stale_batches(settings, cutoff)
+
+
+def _reconcile_training(settings, sent_before: datetime, silent_since: datetime) -> None:
+    """Training runs are never restarted: one whose worker went silent is failed, one
+    whose message was lost before it started is sent again (it is claimed once)."""
+    with session_scope(settings.database_url) as session:
+        for job_id in fail_stalled_training(session, silent_since):
+            log.warning("training job %s stopped reporting; marked failed", job_id)
+        resend = unsent_training_jobs(session, sent_before)
+        for job_id in resend:
+            mark_sent(session, job_id)
+    for job_id in resend:
+        current_app.send_task(TRAIN_MODEL, args=[job_id])
+
+
+def _requeue_stale_batches(settings, cutoff: datetime) -> int:
+    """Re-queue batches whose task was lost: still queued long after enqueueing, or
+    running far beyond any normal batch. Duplicates are harmless because results are
+    written idempotently."""
     with session_scope(settings.database_url) as session:
         rows = session.execute(
             select(Batch.id)

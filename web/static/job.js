@@ -24,8 +24,13 @@
         progress.value = job.done + job.failed;
         status.textContent = job.status;
         status.className = 'status-' + job.status;
-        counts.textContent = `${job.done} scored, ${job.failed} failed, of ${job.total}`;
-        if (finished(job.status) || job.done + job.failed - shown >= 100) {
+        const training = el.dataset.kind === 'training';
+        counts.textContent = training
+          ? `epoch ${job.done} of at most ${job.total}`
+          : `${job.done} scored, ${job.failed} failed, of ${job.total}`;
+        // Reload to show new rows: every epoch of a run, every 100 scored images.
+        const step = training ? 1 : 100;
+        if (finished(job.status) || job.done + job.failed - shown >= step) {
           location.reload();
           return;
         }

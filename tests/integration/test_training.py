@@ -1,0 +1,117 @@
+"""Training through real processes: `scanq train` uploads a labelled set of real CT
+slices, a real Celery worker trains a tiny model on the training queue, the registry
+gets a new version with its report, and activate/rollback switch what scores a job.
+A training worker killed mid-run ends in a clean failure, never in a second run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import replace
+
+import requests
+
+from scanq.settings import load_settings
+from tests.conftest import sample_images
+from worker.celery_app import RECONCILE, create_celery
+
+TINY = ["--backbone", "smallcnn", "--input-size", "48", "--finetune-epochs", "0"]
+
+
+def _labelled_folder(root, shared_data, n=8):
+    """covid/ and non_covid/ CT slices with a labels.csv naming their patients."""
+    lines = ["filename,label,patient_id"]
+    for label in ("covid", "non_covid"):
+        (root / label).mkdir(parents=True)
+        for i, p in enumerate(sample_images(shared_data, "ct", label, n)):
+            (root / label / p.name).write_bytes(p.read_bytes())
+            lines.append(f"{label}/{p.name},{label},{label}-{i}")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _models(stack) -> dict[int, dict]:
+    items = requests.get(f"{stack.url}/api/v1/models").json()["items"]
+    return {m["id"]: m for m in items}
+
+
+def test_train_activate_score_and_roll_back(stack, shared_data, tmp_path):
+    data = _labelled_folder(tmp_path / "set", shared_data)
+    before = _models(stack)
+    old_active = next(m["id"] for m in before.values() if m["active"] and m["modality"] == "ct")
+
+    run = stack.scanq("train", "--modality", "ct", "--data", str(data), *TINY, "--epochs", "3",
+                      "--wait", timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr + stack.log("worker")
+    job_id = run.stdout.strip().splitlines()[-1]
+    assert "training on 16 images (8 covid, 8 non_covid, 16 patients)" in run.stderr
+    job = requests.get(f"{stack.url}/api/v1/jobs/{job_id}").json()
+    assert job["status"] == "succeeded" and job["kind"] == "training"
+    epochs = job["progress"]["epochs"]
+    assert [e["epoch"] for e in epochs] == list(range(1, len(epochs) + 1))
+    assert 1 <= len(epochs) <= 3 and all("loss" in e and "val_auc" in e for e in epochs)
+
+    new = _models(stack)[job["model_version"]]
+    assert new["id"] not in before and new["training_job"] == job_id
+    assert (new["modality"], new["backbone"], new["input_size"]) == ("ct", "smallcnn", 48)
+    assert not new["active"]  # not asked to activate
+    assert 0.0 <= new["auc"] <= 1.0 and len(new["metrics"]["test"]["auc_ci95"]) == 2
+    for link in new["links"].values():
+        img = requests.get(stack.url + link)
+        assert img.status_code == 200 and img.content.startswith(b"\x89PNG")
+    page = requests.get(f"{stack.url}/jobs/{job_id}").text
+    assert "Val AUC" in page and f"v{new['id']}" in page
+
+    # activate the new version: the next job is scored by it ...
+    assert requests.post(f"{stack.url}/api/v1/models/{new['id']}/activate").json()["active"]
+    images = sample_images(shared_data, "ct", "covid", 3)
+    files = [("files", (p.name, p.read_bytes())) for p in images]
+    scored = requests.post(f"{stack.url}/api/v1/jobs", files=files, data={"modality": "ct"})
+    done = stack.wait_job(scored.json()["id"])
+    assert done["status"] == "succeeded" and done["model_version"] == new["id"]
+    items = requests.get(f"{stack.url}/api/v1/jobs/{done['id']}/results").json()["items"]
+    assert {i["model_version"] for i in items} == {new["id"]}
+
+    # ... and one command rolls back; the version that scored a job cannot be deleted.
+    back = stack.scanq("models", "activate", str(old_active))
+    assert back.returncode == 0, back.stderr
+    assert _models(stack)[old_active]["active"] and not _models(stack)[new["id"]]["active"]
+    refused = stack.scanq("models", "delete", str(new["id"]))
+    assert refused.returncode != 0 and "model_version_in_use" in refused.stderr
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def test_killed_training_worker_fails_cleanly_and_never_reruns(stack, shared_data, tmp_path):
+    data = _labelled_folder(tmp_path / "set", shared_data)
+    run = stack.scanq("train", "--modality", "ct", "--data", str(data), *TINY, "--epochs", "400",
+                      timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    job_id = run.stdout.strip().splitlines()[-1]
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        job = requests.get(f"{stack.url}/api/v1/jobs/{job_id}").json()
+        if job["done"] >= 2:
+            break
+        time.sleep(0.3)
+    assert job["status"] == "running" and job["done"] >= 2, (job, stack.log("worker"))
+
+    for child in _children(stack.worker.pid):  # the prefork child running the task
+        os.kill(child, signal.SIGKILL)
+    time.sleep(3)
+    stalled = requests.get(f"{stack.url}/api/v1/jobs/{job_id}").json()
+    assert stalled["status"] == "running"  # nothing has noticed yet
+
+    celery = create_celery(replace(load_settings(), redis_url=stack.env["REDIS_URL"]))
+    celery.send_task(RECONCILE, kwargs={"training_stall_seconds": 2})
+    final = stack.wait_job(job_id, timeout=120)
+    assert final["status"] == "failed" and "stopped reporting" in final["error"]
+    time.sleep(2)  # a redelivered run would start over from epoch 1 here
+    after = requests.get(f"{stack.url}/api/v1/jobs/{job_id}").json()
+    assert after["progress"]["epochs"] == final["progress"]["epochs"]
+    assert after["status"] == "failed" and after["model_version"] is None

@@ -1,0 +1,109 @@
+"""Training requests, shared by the JSON API and the training form: check every
+option, store or locate the labelled set, write the job, then send it to the
+`training` queue. As with scoring, the send comes after the commit; a job whose send
+failed stays queued in SQL and the reconciler sends it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from db.models import MODALITIES, Job
+from db.training_jobs import create_training_job, mark_sent
+from models.backbones import BACKBONES
+from web.datasets import Dataset, DatasetError, load_dataset, resolve_server_folder, unpack_archive
+from web.extensions import get_celery
+from web.ingest import Limits
+from web.services import ApiError, db_session, settings
+from worker.celery_app import TRAIN_MODEL
+
+log = logging.getLogger(__name__)
+
+# name: (type, default, low, high); defaults follow models.train.TrainConfig.
+OPTIONS: dict[str, tuple[type, object, float, float]] = {
+    "epochs": (int, 30, 1, 500),
+    "finetune_epochs": (int, 15, 0, 500),
+    "batch_size": (int, 16, 1, 512),
+    "learning_rate": (float, 1e-3, 1e-6, 1.0),
+    "finetune_learning_rate": (float, 1e-4, 1e-7, 1.0),
+    "dropout": (float, 0.3, 0.0, 0.9),
+    "patience": (int, 6, 1, 100),
+    "target_sensitivity": (float, 0.9, 0.5, 0.999),
+    "seed": (int, 0, 0, 2**31 - 1),
+    "input_size": (int, 0, 32, 512),  # 0: the backbone's own size
+}
+TRUE = {"1", "true", "yes", "on"}
+FALSE = {"", "0", "false", "no", "off"}
+
+
+def _number(form: Mapping[str, str], name: str):
+    kind, default, lo, hi = OPTIONS[name]
+    raw = (form.get(name) or "").strip()
+    if raw == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ApiError(400, f"bad_{name}", f"{name} must be a {kind.__name__}") from None
+    if not lo <= value <= hi:
+        raise ApiError(400, f"bad_{name}", f"{name} must be between {lo:g} and {hi:g}")
+    return value
+
+
+def _flag(form: Mapping[str, str], name: str) -> bool:
+    raw = (form.get(name) or "").strip().lower()
+    if raw not in TRUE | FALSE:
+        raise ApiError(400, f"bad_{name}", f"{name} must be true or false")
+    return raw in TRUE
+
+
+def parse_training_request(form: Mapping[str, str]) -> tuple[str, dict, bool]:
+    """(modality, TrainConfig fields, activate) from form fields, or ApiError."""
+    modality = (form.get("modality") or "").strip().lower()
+    if modality not in MODALITIES:
+        raise ApiError(400, "bad_modality", f"modality must be one of {', '.join(MODALITIES)}")
+    backbone = (form.get("backbone") or "efficientnet_lite0").strip().lower()
+    if backbone not in BACKBONES:
+        raise ApiError(400, "bad_backbone", f"backbone must be one of {', '.join(BACKBONES)}")
+    config = {name: _number(form, name) for name in OPTIONS}
+    config["backbone"] = backbone
+    config["input_size"] = config["input_size"] or BACKBONES[backbone].default_size
+    weights = (form.get("weights") or "auto").strip().lower()
+    if weights not in ("auto", "none"):
+        raise ApiError(400, "bad_weights", "weights must be auto (ImageNet where present) or none")
+    config["weights"] = None if weights == "none" else "auto"
+    return modality, config, _flag(form, "activate")
+
+
+def _dataset(archive: bytes | None, data_path: str | None, modality: str) -> tuple[Dataset, str]:
+    cfg = settings()
+    if bool(archive) == bool(data_path):
+        raise ApiError(400, "no_dataset", "send a .zip as `dataset`, or a server `data_path`")
+    try:
+        if archive:
+            limits = Limits(cfg.max_files_per_job, cfg.max_archive_ratio, cfg.max_upload_bytes)
+            dataset = unpack_archive(archive, cfg.datasets_dir, limits)
+            return dataset, dataset.path.relative_to(cfg.data_dir).as_posix()
+        folder = resolve_server_folder(data_path, [cfg.datasets_dir, *cfg.dataset_roots])
+        return load_dataset(folder, modality), str(folder)
+    except DatasetError as exc:
+        raise ApiError(422, "dataset_unusable", str(exc)) from None
+
+
+def submit_training_job(
+    form: Mapping[str, str], archive: bytes | None, owner: str | None = None
+) -> tuple[Job, dict]:
+    modality, config, activate = parse_training_request(form)
+    dataset, stored = _dataset(archive, (form.get("data_path") or "").strip() or None, modality)
+    total = config["epochs"] + config["finetune_epochs"]
+    options = {"dataset": stored, "config": config, "activate": activate}
+    with db_session() as session:
+        job = create_training_job(session, modality, options, total, owner=owner)
+    try:
+        get_celery().send_task(TRAIN_MODEL, args=[job.id])
+    except Exception:  # the broker is down: the reconciler sends it from SQL
+        log.exception("could not enqueue training job %s; it stays queued in SQL", job.id)
+    else:
+        with db_session() as session:
+            mark_sent(session, job.id)
+    return job, dataset.summary()

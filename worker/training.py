@@ -1,0 +1,108 @@
+"""The training task: one run of `models.train` on a stored labelled set, ending in a
+new model version in the registry.
+
+Unlike a scoring batch, a run is acknowledged when it starts (`acks_late=False`): a
+run of an hour must never start again because its message was redelivered. If its
+worker dies, the reconciler sees the heartbeat stop and fails the job with a reason;
+the user submits it again. Progress, heartbeat and cancellation go through SQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from celery import shared_task
+
+from db.registry import register_version
+from db.session import session_scope
+from db.training_jobs import (
+    claim_training_job,
+    finish_training_job,
+    heartbeat,
+    record_epoch,
+    set_stage,
+)
+from scanq.settings import Settings, get_settings
+from worker.celery_app import TRAIN_MODEL
+
+log = logging.getLogger(__name__)
+
+
+def dataset_path(settings: Settings, stored: str) -> Path:
+    """Training sets are stored relative to the data dir unless they are server folders."""
+    path = Path(stored)
+    return path if path.is_absolute() else settings.data_dir / path
+
+
+def version_dir(settings: Settings, job_id: str) -> tuple[Path, str]:
+    rel = f"model_versions/{job_id}"
+    return settings.data_dir / rel, rel
+
+
+@shared_task(name=TRAIN_MODEL, acks_late=False, reject_on_worker_lost=False)
+def train_model(job_id: str) -> str:
+    settings = get_settings()
+    url = settings.database_url
+    with session_scope(url) as session:
+        job = claim_training_job(session, job_id)
+        if job is None:
+            return "skipped"
+        modality, options = job.modality, dict(job.options)
+    try:
+        return _run(settings, job_id, modality, options)
+    except Exception as exc:  # any failure ends the job with its reason, never silently
+        log.exception("training job %s failed", job_id)
+        with session_scope(url) as session:
+            finish_training_job(session, job_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        return "failed"
+
+
+def _run(settings: Settings, job_id: str, modality: str, options: dict) -> str:
+    from worker import runtime
+
+    runtime.configure_tensorflow()
+    from models.dataset import load_examples
+    from models.train import TrainConfig, save_version, train
+
+    url = settings.database_url
+    cancelled = False
+
+    def progress(epoch: int, logs: dict) -> None:
+        nonlocal cancelled
+        with session_scope(url) as session:
+            cancelled = record_epoch(session, job_id, epoch, logs) != "running"
+
+    def should_stop() -> bool:
+        nonlocal cancelled
+        with session_scope(url) as session:
+            cancelled = cancelled or heartbeat(session, job_id) != "running"
+        return cancelled
+
+    with session_scope(url) as session:
+        set_stage(session, job_id, "loading images")
+    examples = load_examples(dataset_path(settings, options["dataset"]), modality)
+    cfg = TrainConfig(modality=modality, **options["config"])
+    with session_scope(url) as session:
+        set_stage(session, job_id, "training")
+    result = train(cfg, examples, progress=progress, should_stop=should_stop)
+    if cancelled or should_stop():
+        return "cancelled"
+    with session_scope(url) as session:
+        set_stage(session, job_id, "saving")
+    out, rel = version_dir(settings, job_id)
+    save_version(result, out, command=f"training job {job_id}: {options['config']}")
+    with session_scope(url) as session:
+        version = register_version(
+            session,
+            result.card,
+            rel,
+            activate=bool(options.get("activate")),
+            training_job_id=job_id,
+        )
+        if finish_training_job(session, job_id, "succeeded", version.id):
+            return "succeeded"
+        session.rollback()  # cancelled while saving: no version from a cancelled run
+    shutil.rmtree(out, ignore_errors=True)
+    return "cancelled"

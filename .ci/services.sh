@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Installs (Debian) what the tests need beyond Python packages: a PostgreSQL server,
-# started on loopback with a `scanq` role and database, and Chromium with its driver for
-# the browser tests. Writes .ci/services.env.
+# started on loopback with a `scanq` role and database, and Chromium for the browser
+# tests (driven by Playwright's Python package, which downloads no browser of its own).
+# Writes .ci/services.env.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
-command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "need root to install: ${need[*]}" >&2

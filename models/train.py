@@ -44,7 +44,8 @@ class TrainConfig:
     learning_rate: float = 1e-3
     finetune_epochs: int = 15
     finetune_learning_rate: float = 1e-4
-    finetune_from: str = "block11_"  # first layer (by name prefix) that is fine-tuned
+    # First layer (name prefix) that is fine-tuned; "" takes the backbone's top stage.
+    finetune_from: str = ""
     dropout: float = 0.3
     patience: int = 6
     target_sensitivity: float = 0.9
@@ -87,7 +88,7 @@ def _fit(
     import keras
     import tensorflow as tf
 
-    from models.backbones import build_classifier
+    from models.backbones import BACKBONES, build_classifier
 
     keras.utils.set_random_seed(cfg.seed)
     model, features, pretrained = build_classifier(
@@ -162,9 +163,12 @@ def _fit(
     if cfg.finetune_epochs > 0 and not (should_stop and should_stop()):
         kept = model.get_weights()
         features.trainable = True
+        start = cfg.finetune_from or BACKBONES[cfg.backbone].finetune_from
+        if not any(layer.name.startswith(start) for layer in features.layers):
+            raise ValueError(f"no layer of {cfg.backbone} starts with {start!r}")
         unfrozen = False
         for layer in features.layers:
-            unfrozen = unfrozen or layer.name.startswith(cfg.finetune_from)
+            unfrozen = unfrozen or layer.name.startswith(start)
             # BatchNorm stays frozen: its ImageNet statistics beat a few hundred scans'.
             layer.trainable = unfrozen and not isinstance(layer, keras.layers.BatchNormalization)
         tuned = run_phase(cfg.finetune_learning_rate, cfg.finetune_epochs, "finetune")

@@ -115,3 +115,24 @@ def test_killed_training_worker_fails_cleanly_and_never_reruns(stack, shared_dat
     after = requests.get(f"{stack.url}/api/v1/jobs/{job_id}").json()
     assert after["progress"]["epochs"] == final["progress"]["epochs"]
     assert after["status"] == "failed" and after["model_version"] is None
+
+
+def test_cancel_stops_a_running_training_job(stack, shared_data, tmp_path):
+    data = _labelled_folder(tmp_path / "set", shared_data)
+    run = stack.scanq("train", "--modality", "ct", "--data", str(data), *TINY, "--epochs", "400",
+                      timeout=120)  # fmt: skip
+    job_id = run.stdout.strip().splitlines()[-1]
+    deadline = time.monotonic() + 240
+    while requests.get(f"{stack.url}/api/v1/jobs/{job_id}").json()["done"] < 1:
+        assert time.monotonic() < deadline, stack.log("worker")
+        time.sleep(0.3)
+    assert requests.post(f"{stack.url}/api/v1/jobs/{job_id}/cancel").status_code == 200
+    # The only worker process is the one that was training: a scoring job can finish only
+    # once the run has really stopped.
+    images = sample_images(shared_data, "ct", "non_covid", 2)
+    files = [("files", (p.name, p.read_bytes())) for p in images]
+    scored = requests.post(f"{stack.url}/api/v1/jobs", files=files, data={"modality": "ct"})
+    assert stack.wait_job(scored.json()["id"], timeout=120)["status"] == "succeeded"
+    job = requests.get(f"{stack.url}/api/v1/jobs/{job_id}").json()
+    assert job["status"] == "cancelled" and job["model_version"] is None
+    assert job["done"] < 400

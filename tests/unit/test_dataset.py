@@ -1,6 +1,8 @@
 from pathlib import Path
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models.dataset import Example, load_examples, split_groups, train_val_test
 
@@ -47,3 +49,29 @@ def test_folder_layout_without_labels_csv(tmp_path):
     exs = load_examples(tmp_path)
     assert sorted(e.label for e in exs) == [0, 1]
     assert len({e.patient_id for e in exs}) == 2
+
+
+examples_strategy = st.lists(
+    st.tuples(
+        st.integers(0, 1),  # label
+        st.integers(0, 25),  # patient
+        st.one_of(st.just(""), st.integers(0, 8).map(lambda d: f"d{d}")),  # near-dup group
+    ),
+    min_size=1,
+    max_size=120,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=examples_strategy, seed=st.integers(0, 2**16))
+def test_split_never_puts_a_patient_or_duplicate_group_on_two_sides(rows, seed):
+    exs = [_ex(i, label, f"p{patient}", dup) for i, (label, patient, dup) in enumerate(rows)]
+    parts = train_val_test(exs, seed=seed)
+    every = np.concatenate(parts)
+    assert sorted(every.tolist()) == list(range(len(exs)))  # each image exactly once
+    side = {}
+    for name, part in zip(("train", "val", "test"), parts, strict=True):
+        for i in part:
+            for key in (f"p:{exs[i].patient_id}", f"d:{exs[i].dup_group}"):
+                if key != "d:":
+                    assert side.setdefault(key, name) == name, key

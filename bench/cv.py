@@ -25,6 +25,16 @@ SETTINGS = {
     "head": {"finetune_epochs": 0},
     "finetune": {"finetune_epochs": 10, "finetune_from": "block11_"},
     "finetune_deep": {"finetune_epochs": 10, "finetune_from": "block6_"},
+    "deep_long": {"epochs": 8, "finetune_epochs": 25, "finetune_from": "block6_", "patience": 8},
+    "deep_long_flip": {
+        "epochs": 8,
+        "finetune_epochs": 25,
+        "finetune_from": "block6_",
+        "patience": 8,
+        "hflip": True,
+    },
+    "all_long": {"epochs": 8, "finetune_epochs": 25, "finetune_from": "block0_", "patience": 8},
+    "random_start": {"weights": None, "epochs": 40, "patience": 10},
     "smallcnn": {"backbone": "smallcnn", "input_size": 128, "epochs": 40},
 }
 

@@ -158,6 +158,7 @@ def build_classifier(
     dropout: float = 0.3,
     weights: str | Path | None = "auto",
     augment: bool = True,
+    hflip: bool = False,
 ):
     """A compiled-free Keras model (grey 0..255, HxWx1) -> P(covid).
 
@@ -194,7 +195,10 @@ def build_classifier(
     inp = keras.Input((size, size, 1), name="image")
     x = inp
     if augment:
-        # Small geometric and photometric jitter; no flips (anatomy is not symmetric).
+        # Small geometric and photometric jitter. Left-right flips only when asked: the
+        # anatomy is not symmetric, so their worth is a measured choice (bench/cv.py).
+        if hflip:
+            x = layers.RandomFlip("horizontal")(x)
         x = layers.RandomRotation(0.03, fill_mode="constant")(x)
         x = layers.RandomTranslation(0.05, 0.05, fill_mode="constant")(x)
         x = layers.RandomZoom((-0.1, 0.1), fill_mode="constant")(x)

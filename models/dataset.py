@@ -27,6 +27,7 @@ class Example:
     patient_id: str
     source: str = "unknown"
     dup_group: str = ""
+    finding: str = ""  # the source's own label, e.g. "Pneumocystis" or "No finding"
 
 
 def load_examples(root: Path | str, modality: str | None = None) -> list[Example]:
@@ -60,6 +61,7 @@ def _from_labels_csv(csv_path: Path, base: Path) -> list[Example]:
                     patient_id=row.get("patient_id") or f"image:{path.name}",
                     source=row.get("source_repo") or row.get("source") or "unknown",
                     dup_group=row.get("dup_group") or "",
+                    finding=row.get("orig_label") or row.get("finding") or "",
                 )
             )
     return out

@@ -72,6 +72,7 @@ def parse_training_request(form: Mapping[str, str]) -> tuple[str, dict, bool]:
     if weights not in ("auto", "none"):
         raise ApiError(400, "bad_weights", "weights must be auto (ImageNet where present) or none")
     config["weights"] = None if weights == "none" else "auto"
+    config["hflip"] = _flag(form, "hflip")
     return modality, config, _flag(form, "activate")
 
 

@@ -3,6 +3,9 @@ unreachable here on purpose: a submission must still be accepted and kept in SQL
 
 import csv
 import io
+import os
+import subprocess
+import sys
 
 from sqlalchemy import func, select
 
@@ -128,3 +131,17 @@ def test_activate_switches_the_active_version(client):
     xray = next(m for m in models if m["modality"] == "xray")
     assert client.post(f"/api/v1/models/{xray['id']}/activate").json["active"] is True
     assert client.post("/api/v1/models/9999/activate").status_code == 404
+
+
+def test_web_process_never_imports_tensorflow(app):
+    """The web app (pages, API, training requests) must stay free of TensorFlow: it
+    would slow every gunicorn worker's start and hold memory it never uses."""
+    code = (
+        "import sys; from web.app import create_app; app = create_app(); "
+        "c = app.test_client(); c.get('/'); c.get('/models'); c.get('/api/v1/models'); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))"
+    )
+    env = {**os.environ, "SCANQ_DATA_DIR": str(app.config["SCANQ_SETTINGS"].data_dir)}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"

@@ -134,11 +134,11 @@ def store_results(session: Session, rows: list[dict]) -> None:
     session.execute(stmt, [{"created_at": now, **r} for r in rows])
 
 
-def finish_batch(session: Session, batch_id: int) -> None:
+def finish_batch(session: Session, batch_id: int, stats: dict | None = None) -> None:
     session.execute(
         update(Batch)
         .where(Batch.id == batch_id, Batch.status == "running")
-        .values(status="done", finished_at=utcnow())
+        .values(status="done", finished_at=utcnow(), stats=stats)
     )
 
 

@@ -106,6 +106,8 @@ class Batch(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Milliseconds spent queued, decoding, in the model and writing results (bench/).
+    stats: Mapped[dict | None] = mapped_column(JSON)
 
 
 class Scan(Base):

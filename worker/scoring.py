@@ -39,13 +39,16 @@ def score(
     threshold: float,
     job_id: str,
     version_id: int,
-) -> list[dict]:
-    """Result rows (dicts for db.jobs.store_results) for every ref, in order."""
+) -> tuple[list[dict], dict]:
+    """Result rows (dicts for db.jobs.store_results) for every ref, in order, and the
+    milliseconds spent decoding and in the model."""
     t0 = time.perf_counter()
     decoded = list(_pool.map(lambda r: _decode(r, predictor.input_size), refs))
+    t1 = time.perf_counter()
     good = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
     probs = predictor.predict(np.stack([decoded[i] for i in good])) if good else []
-    per_image_ms = (time.perf_counter() - t0) * 1000 / max(len(refs), 1)
+    t2 = time.perf_counter()
+    per_image_ms = (t2 - t0) * 1000 / max(len(refs), 1)
     prob_of = dict(zip(good, probs, strict=True))
     rows = []
     for i, ref in enumerate(refs):
@@ -60,4 +63,5 @@ def score(
         else:
             row["error"] = decoded[i]
         rows.append(row)
-    return rows
+    stats = {"decode_ms": round((t1 - t0) * 1000, 2), "model_ms": round((t2 - t1) * 1000, 2)}
+    return rows, stats

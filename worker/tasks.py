@@ -4,6 +4,7 @@ redelivered or re-queued task does no harm."""
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta
 
 from celery import current_app, shared_task
@@ -45,14 +46,20 @@ def score_batch(batch_id: int) -> str:
         ]
         job_id, threshold = job.id, version.threshold
         version_args = (version.id, version.path, version.temperature)
+        queued = (batch.started_at - batch.enqueued_at) if batch.enqueued_at else None
+    stats: dict = {"n": len(refs)}
+    if queued is not None:
+        stats["queue_ms"] = round(queued.total_seconds() * 1000, 2)
+    rows = []
     if refs:
         predictor = runtime.predictor_for(settings, *version_args)
-        rows = score(refs, predictor, threshold, job_id, version_args[0])
-    else:
-        rows = []
+        rows, timings = score(refs, predictor, threshold, job_id, version_args[0])
+        stats |= timings
+    t0 = time.perf_counter()
     with session_scope(url) as session:
         store_results(session, rows)
-        finish_batch(session, batch_id)
+        stats["write_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+        finish_batch(session, batch_id, stats)
         refresh_job(session, job_id)
     return f"scored {len(rows)}"
 

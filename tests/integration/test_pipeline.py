@@ -61,7 +61,13 @@ def test_bulk_job_over_http_scores_every_image_once(stack, shared_data):
     with session_scope(_db_url(stack)) as s:
         n_results = s.scalar(select(func.count(Result.id)).where(Result.job_id == job_id))
         n_scans = s.scalar(select(func.count(Scan.id)).where(Scan.job_id == job_id))
+        stats = list(s.scalars(select(Batch.stats).where(Batch.job_id == job_id)))
     assert n_results == n_scans == 21
+    # every batch says where its time went (bench/throughput.py reads these)
+    assert sum(st["n"] for st in stats) == 20
+    for st in stats:
+        assert {"queue_ms", "decode_ms", "model_ms", "write_ms"} <= set(st)
+        assert st["model_ms"] > 0 and st["decode_ms"] > 0 and st["queue_ms"] >= 0
 
     body = requests.get(f"{stack.url}/api/v1/jobs/{job_id}/results.csv").text
     assert body.startswith(f"# {DISCLAIMER}\n")

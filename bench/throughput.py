@@ -1,0 +1,298 @@
+"""How close a bulk job comes to the model's own speed, measured in one run.
+
+For each model measured: (a) the raw batched throughput of the model file the worker
+loads (`predict_on_batch` on preprocessed arrays, in a loop), then (b) a bulk job of N
+real chest X-rays through the real stack (`scanq up` in a temporary data dir: private
+Redis, Celery worker, gunicorn), from the start of the HTTP upload to the job's last
+stored result, (c) where the time went (upload and store, queueing, decode and resize,
+model, result writes, from the batch rows the worker writes), and (d) the latency of the
+status endpoint while the job runs. A warm-up job loads the model in the worker first.
+
+    python -m bench.throughput                 # the shipped X-ray model
+    python -m bench.throughput --backbones efficientnet_lite0,mobilenetv2,resnet50
+
+Writes bench/out/throughput.json and throughput.png; the last line printed is
+`pipeline/raw = R` for the first model measured. A benchmark, not a test: figures depend
+on the machine and on what else runs on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "out"
+DEFAULT_DATA = ROOT.parent / "shared" / "data"
+
+
+def free_port() -> int:
+    from scanq.embedded_redis import free_port as _free
+
+    return _free()
+
+
+class LocalStack:
+    """`scanq up` in a throwaway data directory, stopped with Ctrl-C's signal."""
+
+    def __init__(self, data_dir: Path, batch_size: int):
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+        self.env |= {"SCANQ_DATA_DIR": str(data_dir), "SCANQ_PORT": str(self.port),
+                     "SCANQ_BATCH_SIZE": str(batch_size), "TF_CPP_MIN_LOG_LEVEL": "2"}  # fmt: skip
+        self.database_url = f"sqlite:///{data_dir / 'scanq.sqlite3'}"
+
+    def __enter__(self) -> LocalStack:
+        self.log = open(self.data_dir / "stack.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "up"], cwd=ROOT, env=self.env,
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.5)
+        raise RuntimeError(f"stack did not start; see {self.data_dir / 'stack.log'}")
+
+    def __exit__(self, *exc) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+    def submit(self, files: list[Path], version_id: int) -> tuple[str, float, float]:
+        """(job id, wall-clock start as a UNIX time, upload round trip in seconds)."""
+        parts = [("files", (p.name, p.read_bytes())) for p in files]
+        start, t0 = time.time(), time.perf_counter()
+        resp = requests.post(
+            f"{self.url}/api/v1/jobs",
+            files=parts,
+            data={"modality": "xray", "model_version": str(version_id)},
+            timeout=600,
+        )
+        resp.raise_for_status()
+        return resp.json()["id"], start, time.perf_counter() - t0
+
+    def wait(self, job_id: str, timeout: float = 3600) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = requests.get(f"{self.url}/api/v1/jobs/{job_id}", timeout=30).json()
+            if job["status"] in ("succeeded", "failed", "cancelled"):
+                return job
+            time.sleep(0.2)
+        raise TimeoutError(job_id)
+
+
+def bench_version(stack: LocalStack, backbone: str) -> tuple[int, Path]:
+    """An untrained model of `backbone` registered in the stack (speed does not depend
+    on the weights); `active` takes the stack's active X-ray model."""
+    from db.registry import active_version, register_version
+    from db.session import session_scope
+    from scanq.settings import load_settings
+
+    settings = load_settings()
+    with session_scope(stack.database_url) as session:
+        if backbone == "active":
+            v = active_version(session, "xray")
+            return v.id, _with_settings(settings, stack).version_dir(v.path) / "model.keras"
+    from models.backbones import BACKBONES, build_classifier
+
+    size = BACKBONES[backbone].default_size
+    model, _f, _p = build_classifier(backbone, size, weights=None, augment=False)
+    rel = f"model_versions/bench-{backbone}"
+    (stack.data_dir / rel).mkdir(parents=True, exist_ok=True)
+    model.save(stack.data_dir / rel / "model.keras")
+    card = {"modality": "xray", "backbone": backbone, "input_size": size, "threshold": 0.5}
+    with session_scope(stack.database_url) as session:
+        version_id = register_version(session, card, rel).id
+    return version_id, stack.data_dir / rel / "model.keras"
+
+
+def _with_settings(settings, stack: LocalStack):
+    from dataclasses import replace
+
+    return replace(settings, data_dir=stack.data_dir)
+
+
+def raw_throughput(model_file: Path, images: list[Path], batch_size: int, seconds: float):
+    """Images per second of `predict_on_batch` on preprocessed, fixed-size batches."""
+    import keras
+
+    from models.preprocess import load_for_model
+
+    model = keras.models.load_model(model_file, compile=False)
+    size = int(model.input_shape[1])
+    pool = np.stack([load_for_model(p, size) for p in images[:batch_size]])
+    model.predict_on_batch(pool)  # build and trace once
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds or n < 3:
+        model.predict_on_batch(pool)
+        n += 1
+    rate = n * batch_size / (time.perf_counter() - t0)
+    del model
+    keras.backend.clear_session()
+    return rate, size
+
+
+class StatusProbe(threading.Thread):
+    """Polls the job's status endpoint as a user's page would, timing each answer."""
+
+    def __init__(self, url: str, interval: float = 0.05):
+        super().__init__(daemon=True)
+        self.url, self.interval = url, interval
+        self.latencies: list[float] = []
+        self.errors = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        session = requests.Session()
+        while not self.stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                ok = session.get(self.url, timeout=10).status_code == 200
+            except requests.RequestException:
+                ok = False
+            self.latencies.append((time.perf_counter() - t0) * 1000)
+            self.errors += not ok
+            self.stop.wait(self.interval)
+
+
+def stage_times(database_url: str, job_id: str) -> dict:
+    from sqlalchemy import select
+
+    from db.models import Batch
+    from db.session import session_scope
+
+    with session_scope(database_url) as session:
+        stats = [s for s in session.scalars(select(Batch.stats).where(Batch.job_id == job_id)) if s]
+    total = {k: round(sum(s.get(k, 0.0) for s in stats) / 1000, 3)
+             for k in ("decode_ms", "model_ms", "write_ms")}  # fmt: skip
+    queue = [s["queue_ms"] for s in stats if "queue_ms" in s]
+    return {
+        "batches": len(stats),
+        "decode_s": total["decode_ms"],
+        "model_s": total["model_ms"],
+        "write_s": total["write_ms"],
+        "queue_ms_median": round(float(np.median(queue)), 1) if queue else None,
+    }
+
+
+def measure(stack: LocalStack, backbone: str, images: list[Path], n: int, batch_size: int,
+            raw_seconds: float) -> dict:  # fmt: skip
+    version_id, model_file = bench_version(stack, backbone)
+    raw, size = raw_throughput(model_file, images, batch_size, raw_seconds)
+    warm, _s, _u = stack.submit(images[:batch_size], version_id)
+    assert stack.wait(warm)["status"] == "succeeded", f"warm-up failed: {stack.data_dir}"
+    files = [images[i % len(images)] for i in range(n)]
+    job_id, start, upload_s = stack.submit(files, version_id)
+    probe = StatusProbe(f"{stack.url}/api/v1/jobs/{job_id}")
+    probe.start()
+    job = stack.wait(job_id)
+    probe.stop.set()
+    probe.join()
+    finished = datetime.fromisoformat(job["finished_at"].replace("Z", "+00:00"))
+    elapsed = finished.timestamp() - start
+    scored = job["done"]
+    pipeline = scored / elapsed
+    lat = np.asarray(probe.latencies)
+    return {
+        "backbone": backbone,
+        "input_size": size,
+        "batch_size": batch_size,
+        "n": n,
+        "scored": scored,
+        "failed": job["failed"],
+        "raw_img_per_s": round(raw, 2),
+        "pipeline_img_per_s": round(pipeline, 2),
+        "ratio": round(pipeline / raw, 3),
+        "elapsed_s": round(elapsed, 2),
+        "upload_and_store_s": round(upload_s, 2),
+        **stage_times(stack.database_url, job_id),
+        "status_latency_ms": {
+            "requests": int(lat.size),
+            "errors": probe.errors,
+            "p50": round(float(np.percentile(lat, 50)), 1) if lat.size else None,
+            "p99": round(float(np.percentile(lat, 99)), 1) if lat.size else None,
+        },
+    }
+
+
+def chart(results: list[dict], path: Path) -> None:
+    """Raw and pipeline images per second per model, as bars."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    width, height, left = 640, 60 + 50 * len(results), 170
+    im = Image.new("RGB", (width, height), "white")
+    d = ImageDraw.Draw(im)
+    font = ImageFont.load_default()
+    top = max(max(r["raw_img_per_s"], r["pipeline_img_per_s"]) for r in results) or 1
+    scale = (width - left - 90) / top
+    d.text((10, 10), "images/s: raw model (grey) and bulk job end to end (blue)", fill="black",
+           font=font)  # fmt: skip
+    for i, r in enumerate(results):
+        y = 40 + 50 * i
+        d.text((10, y + 8), f"{r['backbone']} @ {r['input_size']}", fill="black", font=font)
+        for k, (key, colour) in enumerate((("raw_img_per_s", (170, 170, 170)),
+                                           ("pipeline_img_per_s", (16, 94, 196)))):  # fmt: skip
+            x1 = left + r[key] * scale
+            d.rectangle([left, y + k * 18, x1, y + k * 18 + 14], fill=colour)
+            d.text((x1 + 6, y + k * 18 + 1), f"{r[key]:.1f}", fill="black", font=font)
+    im.save(path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--data", default=os.environ.get("SCANQ_SHARED_DATA", str(DEFAULT_DATA)))
+    ap.add_argument("--n", type=int, default=500, help="images in the measured job")
+    ap.add_argument("--backbones", default="active", help="comma list; 'active' = shipped model")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--raw-seconds", type=float, default=20.0)
+    args = ap.parse_args()
+    images = sorted((Path(args.data) / "xray" / "dev").rglob("*.png"))
+    if not images:
+        raise SystemExit(f"no images under {args.data}/xray/dev")
+    OUT.mkdir(parents=True, exist_ok=True)
+    results = []
+    with (
+        tempfile.TemporaryDirectory(prefix="scanq-bench-") as tmp,
+        LocalStack(Path(tmp), args.batch_size) as stack,
+    ):
+        for backbone in args.backbones.split(","):
+            r = measure(stack, backbone.strip(), images, args.n, args.batch_size,
+                        args.raw_seconds)  # fmt: skip
+            results.append(r)
+            print(json.dumps(r), flush=True)
+    report = {"machine": {"cpus": os.cpu_count()}, "results": results}
+    (OUT / "throughput.json").write_text(json.dumps(report, indent=2) + "\n")
+    chart(results, OUT / "throughput.png")
+    for r in results:
+        print(f"{r['backbone']}@{r['input_size']}: raw {r['raw_img_per_s']} img/s, pipeline "
+              f"{r['pipeline_img_per_s']} img/s, ratio {r['ratio']}")  # fmt: skip
+    print(f"report: {OUT / 'throughput.json'}, chart: {OUT / 'throughput.png'}")
+    print(f"pipeline/raw = {results[0]['ratio']}")
+
+
+if __name__ == "__main__":
+    main()

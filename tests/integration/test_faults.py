@@ -1,0 +1,77 @@
+"""Faults injected into the real stack: a worker process killed with SIGKILL in the
+middle of a batch. Late acknowledgement and reject-on-worker-lost put the batch back
+on the queue, and every image still ends with exactly one result."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import requests
+from sqlalchemy import func, select
+
+from db.models import Batch, Result
+from db.registry import register_version
+from db.session import session_scope
+from tests.conftest import sample_images
+
+SLOW = "vgg16"  # untrained: its speed, not its answers, is what this test needs
+
+
+def _slow_version(stack) -> int:
+    from models.backbones import build_classifier
+
+    model, _f, _p = build_classifier(SLOW, 224, weights=None, augment=False)
+    rel = f"model_versions/test-{SLOW}"
+    (stack.data_dir / rel).mkdir(parents=True, exist_ok=True)
+    model.save(stack.data_dir / rel / "model.keras")
+    card = {"modality": "xray", "backbone": SLOW, "input_size": 224, "threshold": 0.5}
+    with session_scope(_db(stack)) as s:
+        return register_version(s, card, rel).id
+
+
+def _db(stack) -> str:
+    return f"sqlite:///{stack.data_dir / 'scanq.sqlite3'}"
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def test_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(stack, shared_data):
+    version_id = _slow_version(stack)
+    images = sample_images(shared_data, "xray", "covid", 40)
+    files = [("files", (p.name, p.read_bytes())) for p in images]
+    resp = requests.post(f"{stack.url}/api/v1/jobs", files=files,
+                         data={"modality": "xray", "model_version": str(version_id)})  # fmt: skip
+    job_id = resp.json()["id"]
+    deadline = time.monotonic() + 240
+    while requests.get(f"{stack.url}/api/v1/jobs/{job_id}").json()["done"] < 8:
+        assert time.monotonic() < deadline, stack.log("worker")
+        time.sleep(0.05)
+    with session_scope(_db(stack)) as s:  # a batch is being scored right now
+        running = s.scalars(
+            select(Batch.id).where(Batch.job_id == job_id, Batch.status == "running")
+        ).all()
+    children = _children(stack.worker.pid)
+    assert running and children
+    for child in children:
+        os.kill(child, signal.SIGKILL)
+
+    job = stack.wait_job(job_id, timeout=300)
+    assert job["status"] == "succeeded", stack.log("worker")
+    assert (job["done"], job["failed"]) == (40, 0)
+    with session_scope(_db(stack)) as s:
+        per_scan = s.execute(
+            select(Result.scan_id, func.count()).where(Result.job_id == job_id)
+            .group_by(Result.scan_id)
+        ).all()  # fmt: skip
+        attempts = dict(
+            s.execute(select(Batch.id, Batch.attempts).where(Batch.job_id == job_id)).all()
+        )
+    assert len(per_scan) == 40 and {n for _, n in per_scan} == {1}
+    assert any(attempts[b] >= 2 for b in running)  # the killed batch ran again
+    assert "WorkerLostError" in stack.log("worker") or "SIGKILL" in stack.log("worker")

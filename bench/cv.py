@@ -34,6 +34,14 @@ SETTINGS = {
         "hflip": True,
     },
     "all_long": {"epochs": 8, "finetune_epochs": 25, "finetune_from": "block0_", "patience": 8},
+    "deep_eq": {"finetune_epochs": 10, "finetune_from": "block6_", "equalize": True},
+    "deep_long_eq": {
+        "epochs": 8,
+        "finetune_epochs": 25,
+        "finetune_from": "block6_",
+        "patience": 8,
+        "equalize": True,
+    },
     "random_start": {"weights": None, "epochs": 40, "patience": 10},
     "smallcnn": {"backbone": "smallcnn", "input_size": 128, "epochs": 40},
 }

@@ -159,6 +159,7 @@ def build_classifier(
     weights: str | Path | None = "auto",
     augment: bool = True,
     hflip: bool = False,
+    equalize: bool = False,
 ):
     """A compiled-free Keras model (grey 0..255, HxWx1) -> P(covid).
 
@@ -194,6 +195,10 @@ def build_classifier(
 
     inp = keras.Input((size, size, 1), name="image")
     x = inp
+    if equalize:
+        from models.layers import HistogramEqualization
+
+        x = HistogramEqualization(name="equalize")(x)
     if augment:
         # Small geometric and photometric jitter. Left-right flips only when asked: the
         # anatomy is not symmetric, so their worth is a measured choice (bench/cv.py).

@@ -19,6 +19,8 @@ class Predictor:
         import keras
         import tensorflow as tf
 
+        import models.layers  # noqa: F401 - registers the layers saved models may hold
+
         path = Path(model_path)
         if path.is_dir():
             path = path / "model.keras"

@@ -53,6 +53,7 @@ class TrainConfig:
     seed: int = 0
     weights: str | None = "auto"
     hflip: bool = False  # left-right flip augmentation
+    equalize: bool = False  # per-image histogram equalisation inside the model
     extra: dict = field(default_factory=dict)
 
 
@@ -94,7 +95,12 @@ def _fit(
 
     keras.utils.set_random_seed(cfg.seed)
     model, features, pretrained = build_classifier(
-        cfg.backbone, cfg.input_size, cfg.dropout, cfg.weights, hflip=cfg.hflip
+        cfg.backbone,
+        cfg.input_size,
+        cfg.dropout,
+        cfg.weights,
+        hflip=cfg.hflip,
+        equalize=cfg.equalize,
     )
     # Balanced class weights: the X-ray set is about 4 covid : 1 non_covid.
     pos = max(float(y_train.mean()), 1e-6)
@@ -356,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(defaults, name)
         ap.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
     ap.add_argument("--hflip", action="store_true", help="left-right flip augmentation")
+    ap.add_argument("--equalize", action="store_true", help="histogram equalisation in the model")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k not in ("data", "out")})

@@ -73,6 +73,7 @@ def parse_training_request(form: Mapping[str, str]) -> tuple[str, dict, bool]:
         raise ApiError(400, "bad_weights", "weights must be auto (ImageNet where present) or none")
     config["weights"] = None if weights == "none" else "auto"
     config["hflip"] = _flag(form, "hflip")
+    config["equalize"] = _flag(form, "equalize")
     return modality, config, _flag(form, "activate")
 
 

@@ -68,6 +68,8 @@ def main() -> None:
     examples = load_examples(args.data, args.modality)
     base = TrainConfig(modality=args.modality, epochs=args.epochs, patience=5, seed=args.seed)
     out = {}
+    path = Path(__file__).parent / "out" / f"cv_{args.modality}.json"
+    path.parent.mkdir(exist_ok=True)
     for name in args.settings.split(","):
         cfg = replace(base, **SETTINGS[name])
         folds = []
@@ -93,9 +95,7 @@ def main() -> None:
         }  # fmt: skip
         out[name] = {"summary_mean_sd": summary, "folds": folds, "overrides": SETTINGS[name]}
         print(f"{args.modality} {name}: {summary}", flush=True)
-    path = Path(__file__).parent / "out" / f"cv_{args.modality}.json"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps(out, indent=2))
+        path.write_text(json.dumps(out, indent=2))  # after each setting: a stop loses less
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ Lite0 is EfficientNet-B0 without squeeze-and-excitation, with ReLU6 and a fixed 
 and head: 4.7 M parameters, well suited to CPU workers. TensorFlow's "same" padding is
 what the original checkpoint used, so Keras' `padding="same"` reproduces it exactly.
 The weights were converted from Google's TF checkpoint, whose input scaling is
-(x - 127) / 128 (see `INPUT_SCALING`; `bench/lite0_scaling.py` measures the choice).
+(x - 127) / 128 (see `INPUT_SCALING`): with it a real photo of a daisy is classed as a
+daisy, with ImageNet mean/std it is not (`tests/unit/test_efficientnet_lite.py`).
 """
 
 from __future__ import annotations

@@ -134,6 +134,10 @@ def store_results(session: Session, rows: list[dict]) -> None:
     session.execute(stmt, [{"created_at": now, **r} for r in rows])
 
 
+def set_probing(session: Session, batch_id: int, scan_id: int | None) -> None:
+    session.execute(update(Batch).where(Batch.id == batch_id).values(probing_scan_id=scan_id))
+
+
 def finish_batch(session: Session, batch_id: int, stats: dict | None = None) -> None:
     session.execute(
         update(Batch)

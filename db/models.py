@@ -108,6 +108,9 @@ class Batch(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Milliseconds spent queued, decoding, in the model and writing results (bench/).
     stats: Mapped[dict | None] = mapped_column(JSON)
+    # While a batch is scored one file at a time (after crashes), the file in hand: if
+    # the process dies, the next attempt knows which file to leave out.
+    probing_scan_id: Mapped[int | None] = mapped_column(Integer)
 
 
 class Scan(Base):

@@ -7,6 +7,7 @@ Decoding errors are per file: a bad image gets an error row and the rest go on.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,3 +66,34 @@ def score(
         rows.append(row)
     stats = {"decode_ms": round((t1 - t0) * 1000, 2), "model_ms": round((t2 - t1) * 1000, 2)}
     return rows, stats
+
+
+POISON_ERROR = (
+    "this file stopped the worker process while it was being scored; it was left out "
+    "so that the rest of its batch could be scored"
+)
+
+
+def score_one_by_one(
+    refs: list[ScanRef],
+    predictor,
+    threshold: float,
+    job_id: str,
+    version_id: int,
+    before_each: Callable[[ScanRef], None],
+    after_each: Callable[[dict], None],
+) -> list[dict]:
+    """The slow, safe path for a batch that failed whole: each file alone, so one bad
+    file fails alone. `before_each` records the file in hand (a crash then names it),
+    `after_each` stores its result at once."""
+    rows = []
+    for ref in refs:
+        before_each(ref)
+        try:
+            (row,), _stats = score([ref], predictor, threshold, job_id, version_id)
+        except Exception as exc:  # whatever this one file does, the others go on
+            row = {"scan_id": ref.scan_id, "job_id": job_id, "model_version_id": version_id,
+                   "error": f"scoring failed: {type(exc).__name__}: {exc}"[:2000]}  # fmt: skip
+        after_each(row)
+        rows.append(row)
+    return rows

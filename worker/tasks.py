@@ -11,7 +11,14 @@ from celery import current_app, shared_task
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from db.jobs import claim_batch, finish_batch, pending_scans, refresh_job, store_results
+from db.jobs import (
+    claim_batch,
+    finish_batch,
+    pending_scans,
+    refresh_job,
+    set_probing,
+    store_results,
+)
 from db.models import Batch, Job, ModelVersion, utcnow
 from db.session import session_scope
 from db.training_jobs import fail_stalled_training, mark_sent, unsent_training_jobs
@@ -19,6 +26,8 @@ from scanq.settings import get_settings
 from worker.celery_app import RECONCILE, SCORE_BATCH, TRAIN_MODEL
 
 log = logging.getLogger(__name__)
+# Deliveries of a batch that may die whole before it is scored one file at a time.
+ISOLATE_AFTER_ATTEMPTS = 2
 
 
 @shared_task(
@@ -29,8 +38,11 @@ log = logging.getLogger(__name__)
     max_retries=20,
 )
 def score_batch(batch_id: int) -> str:
+    """Score one batch with one model call. A batch whose whole-batch attempts keep
+    dying (a file that crashes the decoder or the process), or that raises, is scored
+    one file at a time instead, so a poison file fails alone."""
     from worker import runtime
-    from worker.scoring import ScanRef, score
+    from worker.scoring import POISON_ERROR, ScanRef, score
 
     settings = get_settings()
     url = settings.database_url
@@ -47,21 +59,52 @@ def score_batch(batch_id: int) -> str:
         job_id, threshold = job.id, version.threshold
         version_args = (version.id, version.path, version.temperature)
         queued = (batch.started_at - batch.enqueued_at) if batch.enqueued_at else None
+        suspect, isolate = batch.probing_scan_id, batch.attempts > ISOLATE_AFTER_ATTEMPTS
     stats: dict = {"n": len(refs)}
     if queued is not None:
         stats["queue_ms"] = round(queued.total_seconds() * 1000, 2)
     rows = []
+    if suspect is not None:  # the last attempt died on this file
+        log.warning("batch %s: scan %s crashed the worker; leaving it out", batch_id, suspect)
+        rows.append({"scan_id": suspect, "job_id": job_id, "model_version_id": version_args[0],
+                     "error": POISON_ERROR})  # fmt: skip
+        refs = [r for r in refs if r.scan_id != suspect]
     if refs:
         predictor = runtime.predictor_for(settings, *version_args)
-        rows, timings = score(refs, predictor, threshold, job_id, version_args[0])
-        stats |= timings
+        if not isolate:
+            try:
+                scored, timings = score(refs, predictor, threshold, job_id, version_args[0])
+                rows += scored
+                stats |= timings
+            except Exception:
+                log.exception("batch %s failed whole; scoring its files one by one", batch_id)
+                isolate = True
+        if isolate:
+            rows += _score_isolated(url, batch_id, refs, predictor, threshold, job_id,
+                                    version_args[0])  # fmt: skip
     t0 = time.perf_counter()
     with session_scope(url) as session:
         store_results(session, rows)
         stats["write_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+        set_probing(session, batch_id, None)
         finish_batch(session, batch_id, stats)
         refresh_job(session, job_id)
     return f"scored {len(rows)}"
+
+
+def _score_isolated(url, batch_id, refs, predictor, threshold, job_id, version_id) -> list[dict]:
+    from worker.scoring import score_one_by_one
+
+    def before_each(ref) -> None:
+        with session_scope(url) as session:
+            set_probing(session, batch_id, ref.scan_id)
+
+    def after_each(row: dict) -> None:
+        with session_scope(url) as session:
+            store_results(session, [row])
+
+    return score_one_by_one(refs, predictor, threshold, job_id, version_id, before_each,
+                            after_each)  # fmt: skip
 
 
 @shared_task(name=RECONCILE)

@@ -75,3 +75,44 @@ def test_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(stack, sha
     assert len(per_scan) == 40 and {n for _, n in per_scan} == {1}
     assert any(attempts[b] >= 2 for b in running)  # the killed batch ran again
     assert "WorkerLostError" in stack.log("worker") or "SIGKILL" in stack.log("worker")
+
+
+def test_a_file_that_crashed_the_worker_fails_alone(stack, shared_data):
+    """What a crash leaves in SQL: a batch delivered twice without finishing, and the
+    file in hand when the process died. The next delivery leaves that file out with a
+    reason and scores the rest one by one."""
+    from dataclasses import replace
+
+    from db.jobs import IncomingScan, create_inference_job
+    from db.models import Scan
+    from db.registry import active_version
+    from scanq.settings import load_settings
+    from web.storage import store_bytes
+    from worker.celery_app import SCORE_BATCH, create_celery
+    from worker.scoring import POISON_ERROR
+
+    scans = []
+    for p in sample_images(shared_data, "ct", "covid", 6):
+        digest, rel = store_bytes(stack.data_dir, p.read_bytes())
+        scans.append(IncomingScan(p.name, digest, rel, p.stat().st_size, 1, 1))
+    with session_scope(_db(stack)) as s:
+        job, (batch_id,) = create_inference_job(
+            s, "ct", active_version(s, "ct").id, scans, batch_size=8
+        )
+        job_id = job.id
+        ids = s.scalars(select(Scan.id).where(Scan.job_id == job_id).order_by(Scan.position))
+        poison = list(ids)[2]
+        s.execute(Batch.__table__.update().where(Batch.id == batch_id)
+                  .values(status="running", attempts=2, probing_scan_id=poison))  # fmt: skip
+
+    celery = create_celery(replace(load_settings(), redis_url=stack.env["REDIS_URL"]))
+    celery.send_task(SCORE_BATCH, args=[batch_id])
+    job = stack.wait_job(job_id)
+    assert job["status"] == "succeeded" and (job["done"], job["failed"]) == (5, 1)
+    items = requests.get(f"{stack.url}/api/v1/jobs/{job_id}/results").json()["items"]
+    bad = [i for i in items if i["status"] == "failed"]
+    assert [i["scan_id"] for i in bad] == [poison] and bad[0]["error"] == POISON_ERROR
+    assert all(0 <= i["probability"] <= 1 for i in items if i["status"] == "scored")
+    with session_scope(_db(stack)) as s:
+        batch = s.get(Batch, batch_id)
+        assert batch.probing_scan_id is None and batch.status == "done"

@@ -1,0 +1,43 @@
+"""Scoring a batch one file at a time: one file that breaks the model fails alone."""
+
+import numpy as np
+
+from tests.helpers import png
+from worker.scoring import ScanRef, score_one_by_one
+
+
+class Picky:
+    """A stand-in model that fails on one kind of input (a uniform image), as a model or
+    decoder bug would on one odd file."""
+
+    input_size = 32
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        if any(np.ptp(im) == 0 for im in images):
+            raise FloatingPointError("cannot score a uniform image")
+        return np.full(len(images), 0.7)
+
+
+def test_one_bad_file_fails_alone(tmp_path):
+    refs = []
+    for i, content in enumerate([png(1), _flat(), png(3), b"broken"]):
+        path = tmp_path / f"{i}.png"
+        path.write_bytes(content)
+        refs.append(ScanRef(i, path))
+    seen, stored = [], []
+    rows = score_one_by_one(refs, Picky(), 0.5, "job", 1, seen.append, stored.append)
+    assert [r.scan_id for r in seen] == [0, 1, 2, 3]  # each file marked before scoring
+    assert stored == rows and [r["scan_id"] for r in rows] == [0, 1, 2, 3]
+    assert rows[0]["probability"] == rows[2]["probability"] == 0.7
+    assert "FloatingPointError: cannot score a uniform image" in rows[1]["error"]
+    assert "not a readable image" in rows[3]["error"]
+
+
+def _flat() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (40, 40), 90).save(buf, "PNG")
+    return buf.getvalue()

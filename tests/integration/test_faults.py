@@ -116,3 +116,42 @@ def test_a_file_that_crashed_the_worker_fails_alone(stack, shared_data):
     with session_scope(_db(stack)) as s:
         batch = s.get(Batch, batch_id)
         assert batch.probing_scan_id is None and batch.status == "done"
+
+
+def test_queued_work_survives_a_redis_restart(tmp_path_factory, shared_data):
+    """Redis with its append-only file, restarted while a job's batches wait in it: the
+    messages come back with it and the job finishes without any re-send from SQL."""
+    from cli.processes import worker_command
+    from scanq.embedded_redis import free_port, start_redis
+    from tests.conftest import Stack
+
+    redis_dir, port = tmp_path_factory.mktemp("aof"), free_port()
+    redis, url = start_redis(redis_dir, port=port, appendonly=True)
+    stack = Stack(tmp_path_factory.mktemp("stack"), url, free_port(), None)
+    try:
+        stack.start()
+        stack.worker.terminate()  # nobody consumes: the batches wait in Redis
+        stack.worker.wait(30)
+        images = sample_images(shared_data, "xray", "non_covid", 12)
+        files = [("files", (p.name, p.read_bytes())) for p in images]
+        job_id = requests.post(f"{stack.url}/api/v1/jobs", files=files,
+                               data={"modality": "xray"}).json()["id"]  # fmt: skip
+        with session_scope(_db(stack)) as s:
+            sent = dict(s.execute(select(Batch.id, Batch.enqueued_at)
+                                  .where(Batch.job_id == job_id)).all())  # fmt: skip
+        assert len(sent) == 2 and all(sent.values())
+
+        redis.terminate()  # SIGTERM: Redis flushes its append-only file and exits
+        redis.wait(30)
+        redis, _url = start_redis(redis_dir, port=port, appendonly=True)
+        stack.spawn("worker-after-restart", worker_command("inference", 1, "again"))
+        job = stack.wait_job(job_id, timeout=180)
+        assert job["status"] == "succeeded" and job["done"] == 12
+        with session_scope(_db(stack)) as s:
+            again = dict(s.execute(select(Batch.id, Batch.enqueued_at)
+                                   .where(Batch.job_id == job_id)).all())  # fmt: skip
+        assert again == sent  # delivered from Redis's own file, not re-sent from SQL
+    finally:
+        stack.stop()
+        redis.terminate()
+        redis.wait(30)

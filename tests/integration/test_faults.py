@@ -155,3 +155,41 @@ def test_queued_work_survives_a_redis_restart(tmp_path_factory, shared_data):
         stack.stop()
         redis.terminate()
         redis.wait(30)
+
+
+def test_database_locked_for_longer_than_its_timeout_delays_but_loses_nothing(stack, shared_data):
+    """SQLite held under an exclusive lock past the workers' 30 s busy timeout: their
+    writes fail with OperationalError, the task retries with backoff, and the job
+    finishes once the lock is gone."""
+    import sqlite3
+    from dataclasses import replace
+
+    from db.jobs import IncomingScan, create_inference_job
+    from db.registry import active_version
+    from scanq.settings import load_settings
+    from web.storage import store_bytes
+    from worker.celery_app import SCORE_BATCH, create_celery
+
+    scans = []
+    for p in sample_images(shared_data, "ct", "non_covid", 10):
+        digest, rel = store_bytes(stack.data_dir, p.read_bytes())
+        scans.append(IncomingScan(p.name, digest, rel, p.stat().st_size, 1, 1))
+    with session_scope(_db(stack)) as s:
+        job, batch_ids = create_inference_job(s, "ct", active_version(s, "ct").id, scans, 8)
+        job_id = job.id
+    celery = create_celery(replace(load_settings(), redis_url=stack.env["REDIS_URL"]))
+
+    lock = sqlite3.connect(stack.data_dir / "scanq.sqlite3", timeout=30)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        for batch_id in batch_ids:  # the worker's first write meets the lock
+            celery.send_task(SCORE_BATCH, args=[batch_id])
+        time.sleep(36)  # past the 30 s busy timeout
+        assert requests.get(f"{stack.url}/api/v1/jobs/{job_id}").json()["done"] == 0
+    finally:
+        lock.rollback()
+        lock.close()
+    job = stack.wait_job(job_id, timeout=240)
+    assert job["status"] == "succeeded" and job["done"] == 10, stack.log("worker")
+    log = stack.log("worker")
+    assert "database is locked" in log and "Retry in" in log

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 TEST_STAMP := $(VENV)/.installed-test-stamp
 EXTRAS ?= cpu,postgres,dev
 
-.PHONY: install run test lint format bench models compose-check clean
+.PHONY: install run test lint format bench bench-load models compose-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,8 +35,12 @@ lint: install
 format: install
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
+# Benchmarks print measured figures; they are not tests (see bench/).
 bench: install
 	$(BIN)/python -m bench.throughput
+
+bench-load: install
+	$(BIN)/python -m bench.load
 
 compose-check: install
 	SECRET_KEY=compose-check $(BIN)/docker-compose -f docker-compose.yml config --quiet

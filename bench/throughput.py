@@ -21,9 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -33,76 +30,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "bench" / "out"
-DEFAULT_DATA = ROOT.parent / "shared" / "data"
-
-
-def free_port() -> int:
-    from scanq.embedded_redis import free_port as _free
-
-    return _free()
-
-
-class LocalStack:
-    """`scanq up` in a throwaway data directory, stopped with Ctrl-C's signal."""
-
-    def __init__(self, data_dir: Path, batch_size: int):
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
-        self.env |= {"SCANQ_DATA_DIR": str(data_dir), "SCANQ_PORT": str(self.port),
-                     "SCANQ_BATCH_SIZE": str(batch_size), "TF_CPP_MIN_LOG_LEVEL": "2"}  # fmt: skip
-        self.database_url = f"sqlite:///{data_dir / 'scanq.sqlite3'}"
-
-    def __enter__(self) -> LocalStack:
-        self.log = open(self.data_dir / "stack.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "up"], cwd=ROOT, env=self.env,
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return self
-            except requests.ConnectionError:
-                pass
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.5)
-        raise RuntimeError(f"stack did not start; see {self.data_dir / 'stack.log'}")
-
-    def __exit__(self, *exc) -> None:
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
-
-    def submit(self, files: list[Path], version_id: int) -> tuple[str, float, float]:
-        """(job id, wall-clock start as a UNIX time, upload round trip in seconds)."""
-        parts = [("files", (p.name, p.read_bytes())) for p in files]
-        start, t0 = time.time(), time.perf_counter()
-        resp = requests.post(
-            f"{self.url}/api/v1/jobs",
-            files=parts,
-            data={"modality": "xray", "model_version": str(version_id)},
-            timeout=600,
-        )
-        resp.raise_for_status()
-        return resp.json()["id"], start, time.perf_counter() - t0
-
-    def wait(self, job_id: str, timeout: float = 3600) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = requests.get(f"{self.url}/api/v1/jobs/{job_id}", timeout=30).json()
-            if job["status"] in ("succeeded", "failed", "cancelled"):
-                return job
-            time.sleep(0.2)
-        raise TimeoutError(job_id)
+from bench.stack import DEFAULT_DATA, OUT, LocalStack
 
 
 def bench_version(stack: LocalStack, backbone: str) -> tuple[int, Path]:

@@ -40,9 +40,8 @@ def test_compose_file_is_valid_and_complete():
     assert res.returncode == 0, res.stderr
     spec = json.loads(res.stdout)
     services = spec["services"]
-    assert {"redis", "postgres", "web", "worker", "worker-training", "beat", "migrate"} <= set(
-        services
-    )
+    assert {"redis", "postgres", "web", "worker", "worker-training", "beat", "migrate",
+            "flower"} <= set(services)  # fmt: skip
     assert "--appendonly" in services["redis"]["command"]
     assert (
         services["worker-training"]["command"][
@@ -51,6 +50,9 @@ def test_compose_file_is_valid_and_complete():
         == "training"
     )
     assert services["web"]["environment"]["DATABASE_URL"].startswith("postgresql+psycopg://")
+    training = services["worker-training"]["command"]
+    assert training[training.index("-c") + 1] == "1"  # one run at a time per machine
+    assert services["flower"]["command"][1] == "--broker=redis://redis:6379/0"
     gpu = config(env, "--format", "json", profile="gpu")
     assert gpu.returncode == 0, gpu.stderr
     devices = json.loads(gpu.stdout)["services"]["worker-gpu"]["deploy"]["resources"]

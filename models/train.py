@@ -322,6 +322,23 @@ def render_card(card: dict) -> str:
     if "covid_vs_other_findings" in card["test"]:
         rows.append(line("test: COVID vs other abnormal findings", card["test"][
             "covid_vs_other_findings"]))  # fmt: skip
+    cv_lines = []
+    if card.get("cross_validation"):
+        cv = card["cross_validation"]
+        folds = cv["folds"]
+        auc, sens, spec = (cv["summary_mean_sd"][k] for k in ("auc", "sensitivity", "specificity"))
+        cv_lines = [
+            f"Settings chosen by patient-grouped {len(folds)}-fold cross-validation on the "
+            f"development data (`python -m bench.cv`, setting `{cv['setting']}`); on each "
+            "fold's held-out patients:",
+            "",
+            f"- AUC {auc[0]:.3f} ± {auc[1]:.3f} (mean ± sd over folds; per fold "
+            + ", ".join(f"{f['auc']:.3f}" for f in folds)
+            + ")",
+            f"- sensitivity {sens[0]:.3f} ± {sens[1]:.3f}, specificity {spec[0]:.3f} ± "
+            f"{spec[1]:.3f} at each fold's validation-chosen threshold",
+            "",
+        ]
     return "\n".join(
         [
             f"# ScanQ model card: {card['modality']} / {card['backbone']}"
@@ -336,6 +353,10 @@ def render_card(card: dict) -> str:
             f"{card['config']['target_sensitivity']}); temperature {card['temperature']:.3f}",
             f"- Backbone start: {'ImageNet weights' if card.get('pretrained') else 'random'}; "
             f"epochs run: {card['epochs_run']}; training time {card['train_seconds']} s",
+            "",
+            *cv_lines,
+            "This model's own split (train / validation for early stopping, calibration "
+            "and threshold / test scored once):",
             "",
             "| split | n (covid/non) | AUC [95% CI, patient bootstrap] | sensitivity | "
             "specificity | ECE |",
@@ -363,12 +384,18 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
     ap.add_argument("--hflip", action="store_true", help="left-right flip augmentation")
     ap.add_argument("--equalize", action="store_true", help="histogram equalisation in the model")
+    ap.add_argument("--cv-report", help="bench/cv.py output whose figures go into the card")
+    ap.add_argument("--cv-setting", help="the setting of --cv-report this run follows")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k not in ("data", "out")})
+    own = ("data", "out", "cv_report", "cv_setting")
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k not in own})
     examples = load_examples(args.data, args.modality)
     log.info("%d examples", len(examples))
     result = train(cfg, examples, progress=lambda e, logs: log.info("epoch %d %s", e, logs))
+    if args.cv_report:
+        cv = json.loads(Path(args.cv_report).read_text())[args.cv_setting]
+        result.card["cross_validation"] = {"setting": args.cv_setting, **cv}
     argv_rel = [a for a in (argv if argv is not None else sys.argv[1:])]
     command = "python -m models.train " + shlex.join(argv_rel)
     save_version(result, Path(args.out), command)

@@ -119,6 +119,18 @@ def pending_scans(session: Session, batch_id: int) -> list[Scan]:
     )
 
 
+def next_queued_batch(session: Session, batch: Batch) -> tuple[int, list[Scan]] | None:
+    """The job's next batch still waiting for a worker, with its scans: what a worker
+    may decode ahead while it scores `batch`."""
+    nxt = session.scalars(
+        select(Batch)
+        .where(Batch.job_id == batch.job_id, Batch.seq > batch.seq, Batch.status == "queued")
+        .order_by(Batch.seq)
+        .limit(1)
+    ).first()
+    return None if nxt is None else (nxt.id, pending_scans(session, nxt.id))
+
+
 def store_results(session: Session, rows: list[dict]) -> None:
     """Bulk insert; a row for a scan that already has a result is silently skipped."""
     if not rows:

@@ -1,14 +1,17 @@
 """Score one batch of stored scans: decode in threads, one model call, result rows.
 
-Kept apart from the Celery task so it can be benchmarked and tested without a broker.
-Decoding errors are per file: a bad image gets an error row and the rest go on.
+Kept apart from the Celery task so it can be tested without a broker. Decoding errors
+are per file: a bad image gets an error row and the rest go on. While a batch is in the
+model, the decode threads already decode the job's next batch (`DecodeAhead`), so the
+model waits for pixels as little as possible.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,17 +37,61 @@ def _decode(ref: ScanRef, size: int) -> np.ndarray | str:
         return "stored file is missing"
 
 
+class DecodeAhead:
+    """One batch decoded ahead of its task, in this process. A task that finds its
+    scans here skips decoding them; one that does not (another worker took the batch
+    that was decoded ahead, or the size differs) decodes as usual, so a miss costs only
+    the wasted decode."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: tuple[int, int] | None = None
+        self._futures: dict[int, Future] = {}
+
+    def start(self, batch_id: int, refs: list[ScanRef], size: int) -> None:
+        with self._lock:
+            if self._key == (batch_id, size):
+                return
+            self._key = (batch_id, size)
+            self._futures = {r.scan_id: _pool.submit(_decode, r, size) for r in refs}
+
+    def take(self, batch_id: int, size: int) -> dict[int, Future]:
+        with self._lock:
+            if self._key != (batch_id, size):
+                return {}
+            futures, self._key, self._futures = self._futures, None, {}
+            return futures
+
+
+decode_ahead = DecodeAhead()
+
+
+def decode_batch(refs: list[ScanRef], size: int, ready: dict[int, Future] | None = None):
+    """Arrays (or error messages) for every ref, in order; `ready` holds futures of
+    scans decoded ahead."""
+    ready = ready or {}
+    futures = [ready.get(r.scan_id) or _pool.submit(_decode, r, size) for r in refs]
+    return [f.result() for f in futures]
+
+
 def score(
     refs: list[ScanRef],
     predictor,
     threshold: float,
     job_id: str,
     version_id: int,
+    batch_id: int | None = None,
+    next_batch: tuple[int, list[ScanRef]] | None = None,
 ) -> tuple[list[dict], dict]:
     """Result rows (dicts for db.jobs.store_results) for every ref, in order, and the
-    milliseconds spent decoding and in the model."""
+    milliseconds spent decoding and in the model. With `batch_id`, scans decoded ahead
+    are used; with `next_batch`, that batch is decoded while this one is in the model."""
     t0 = time.perf_counter()
-    decoded = list(_pool.map(lambda r: _decode(r, predictor.input_size), refs))
+    size = predictor.input_size
+    ready = decode_ahead.take(batch_id, size) if batch_id is not None else {}
+    decoded = decode_batch(refs, size, ready)
+    if next_batch is not None:
+        decode_ahead.start(*next_batch, size)
     t1 = time.perf_counter()
     good = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
     probs = predictor.predict(np.stack([decoded[i] for i in good])) if good else []

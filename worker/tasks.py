@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 from db.jobs import (
     claim_batch,
     finish_batch,
+    next_queued_batch,
     pending_scans,
     refresh_job,
     set_probing,
@@ -60,6 +61,11 @@ def score_batch(batch_id: int) -> str:
         version_args = (version.id, version.path, version.temperature)
         queued = (batch.started_at - batch.enqueued_at) if batch.enqueued_at else None
         suspect, isolate = batch.probing_scan_id, batch.attempts > ISOLATE_AFTER_ATTEMPTS
+        upcoming = next_queued_batch(session, batch)
+        next_batch = upcoming and (
+            upcoming[0],
+            [ScanRef(s.id, settings.data_dir / s.stored_path) for s in upcoming[1]],
+        )
     stats: dict = {"n": len(refs)}
     if queued is not None:
         stats["queue_ms"] = round(queued.total_seconds() * 1000, 2)
@@ -73,7 +79,8 @@ def score_batch(batch_id: int) -> str:
         predictor = runtime.predictor_for(settings, *version_args)
         if not isolate:
             try:
-                scored, timings = score(refs, predictor, threshold, job_id, version_args[0])
+                scored, timings = score(refs, predictor, threshold, job_id, version_args[0],
+                                        batch_id, next_batch)  # fmt: skip
                 rows += scored
                 stats |= timings
             except Exception:

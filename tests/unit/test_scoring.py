@@ -41,3 +41,23 @@ def _flat() -> bytes:
     buf = io.BytesIO()
     Image.new("L", (40, 40), 90).save(buf, "PNG")
     return buf.getvalue()
+
+
+def test_next_batch_decoded_ahead_is_used_once_and_only_for_its_size(tmp_path):
+    from worker.scoring import DecodeAhead, decode_batch
+
+    refs = []
+    for i in range(4):
+        path = tmp_path / f"{i}.png"
+        path.write_bytes(png(10 + i))
+        refs.append(ScanRef(i, path))
+    ahead = DecodeAhead()
+    ahead.start(7, refs[:3], 32)
+    assert ahead.take(7, 64) == {}  # decoded at another size: not usable
+    ahead.start(7, refs[:3], 32)
+    ready = ahead.take(7, 32)
+    assert sorted(ready) == [0, 1, 2] and ahead.take(7, 32) == {}  # taken once
+    out = decode_batch(refs, 32, ready)  # scan 3 was not ahead: decoded now
+    assert [a.shape for a in out] == [(32, 32, 1)] * 4
+    assert all(out[i] is ready[i].result() for i in range(3))
+    np.testing.assert_array_equal(out[3], decode_batch([refs[3]], 32)[0])

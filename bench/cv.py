@@ -42,6 +42,8 @@ SETTINGS = {
         "patience": 8,
         "equalize": True,
     },
+    "probe": {"recipe": "probe", "equalize": True},
+    "probe_288": {"recipe": "probe", "equalize": True, "input_size": 288},
     "random_start": {"weights": None, "epochs": 40, "patience": 10},
     "smallcnn": {"backbone": "smallcnn", "input_size": 128, "epochs": 40},
 }

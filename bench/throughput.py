@@ -68,6 +68,7 @@ def raw_throughput(model_file: Path, images: list[Path], batch_size: int, second
     """Images per second of `predict_on_batch` on preprocessed, fixed-size batches."""
     import keras
 
+    import models.layers  # noqa: F401 - registers layers that saved models hold
     from models.preprocess import load_for_model
 
     model = keras.models.load_model(model_file, compile=False)

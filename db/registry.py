@@ -58,10 +58,23 @@ def register_version(
     return version
 
 
+SUPERSEDED = "superseded:"
+
+
+class VersionSuperseded(Exception):
+    """A shipped version whose files a newer release replaced: kept for the history of
+    what it scored, but it can no longer score."""
+
+
 def activate_version(session: Session, version_id: int) -> ModelVersion:
     version = session.get(ModelVersion, version_id)
     if version is None:
         raise LookupError(f"no model version {version_id}")
+    if version.path.startswith(SUPERSEDED):
+        raise VersionSuperseded(
+            f"model version {version_id} was a shipped model whose files a newer release "
+            "replaced; it can no longer score"
+        )
     session.execute(
         update(ModelVersion)
         .where(ModelVersion.modality == version.modality, ModelVersion.id != version_id)
@@ -73,8 +86,11 @@ def activate_version(session: Session, version_id: int) -> ModelVersion:
 
 
 def ensure_builtin_versions(session: Session, model_dir: Path) -> list[ModelVersion]:
-    """Register each shipped model once (by path and data fingerprint) and make it the
-    active one where its modality has none."""
+    """Register each shipped model once (by path, data fingerprint, backbone and
+    threshold). A new shipped model replaces the files of the one before it, so older
+    rows of that path are marked superseded (kept for the history of what they scored,
+    never activated again), and the new one becomes active unless the user has made a
+    version of their own the active one."""
     added = []
     for card_path in sorted(Path(model_dir).glob("*/card.json")):
         card = json.loads(card_path.read_text())
@@ -89,8 +105,14 @@ def ensure_builtin_versions(session: Session, model_dir: Path) -> list[ModelVers
         ).first()
         if known:
             continue
+        current = active_version(session, card["modality"])
+        session.execute(
+            update(ModelVersion)
+            .where(ModelVersion.path == path)
+            .values(path=SUPERSEDED + path, active=False)
+        )
         version = register_version(session, card, path)
-        if active_version(session, version.modality) is None:
+        if current is None or current.path.startswith(("builtin/", SUPERSEDED)):
             activate_version(session, version.id)
         added.append(version)
     return added

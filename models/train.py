@@ -373,7 +373,7 @@ def render_card(card: dict) -> str:
             + f"training time {card['train_seconds']} s",
             "",
             *cv_lines,
-            "This model's own split (train / validation for early stopping, calibration "
+            "This model's own split (train / validation for model selection, calibration "
             "and threshold / test scored once):",
             "",
             "| split | n (covid/non) | AUC [95% CI, patient bootstrap] | sensitivity | "

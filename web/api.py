@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from db.jobs import cancel_job, results_page
 from db.models import Job, ModelVersion
-from db.registry import VersionInUse, activate_version, delete_version
+from db.registry import VersionInUse, VersionSuperseded, activate_version, delete_version
 from scanq import DISCLAIMER
 from web.serialize import job_json, model_json, result_json, results_csv
 from web.services import ApiError, db_session, settings, submit_inference_job
@@ -175,4 +175,6 @@ def activate(version_id: int):
             version = activate_version(session, version_id)
         except LookupError as exc:
             raise ApiError(404, "model_version_not_found", str(exc)) from None
+        except VersionSuperseded as exc:
+            raise ApiError(409, "model_version_superseded", str(exc)) from None
         return jsonify(model_json(version))

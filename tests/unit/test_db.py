@@ -106,3 +106,33 @@ def test_migrations_go_down_and_up(db_url):
     upgrade(db_url)
     with session_scope(db_url) as s:
         assert s.scalar(select(func.count(Job.id))) == 0
+
+
+def test_new_shipped_model_supersedes_the_old_one(db_url, tmp_path):
+    import json
+
+    from db.registry import SUPERSEDED, VersionSuperseded, ensure_builtin_versions
+
+    shipped = tmp_path / "default" / "xray"
+    shipped.mkdir(parents=True)
+
+    def release(threshold: float) -> list:
+        card = {**CARD, "threshold": threshold, "data_fingerprint": "f"}
+        (shipped / "card.json").write_text(json.dumps(card))
+        with session_scope(db_url) as s:
+            return [v.id for v in ensure_builtin_versions(s, tmp_path / "default")]
+
+    (first,) = release(0.5)
+    assert release(0.5) == []  # the same release is registered once
+    (second,) = release(0.4)
+    with session_scope(db_url) as s:
+        assert active_version(s, "xray").id == second
+        old = s.get(type(active_version(s, "xray")), first)
+        assert old.path == SUPERSEDED + "builtin/xray" and not old.active
+        with pytest.raises(VersionSuperseded, match="newer release"):
+            activate_version(s, first)
+        own = register_version(s, CARD, "model_versions/mine", activate=True)
+    (third,) = release(0.3)
+    with session_scope(db_url) as s:  # a version the user chose stays active
+        assert active_version(s, "xray").id == own.id
+        assert s.get(type(own), third).path == "builtin/xray"

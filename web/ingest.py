@@ -12,6 +12,7 @@ import io
 import stat
 import zipfile
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import NamedTuple
@@ -115,38 +116,43 @@ def archive_members(
             yield name, content
 
 
-def ingest(uploads: Iterable[tuple[str, bytes]], data_dir, limits: Limits) -> list[IncomingScan]:
-    """Store every usable image; return one IncomingScan per file, in upload order."""
-    out: list[IncomingScan] = []
+def _verdict(name: str, content: bytes | str, data_dir) -> IncomingScan:
+    """Check one file and store it if usable."""
+    if isinstance(content, str):
+        return IncomingScan(filename=name, error=content)
+    try:
+        width, height, _format = check_image(content)
+    except ValueError as exc:
+        return IncomingScan(filename=name, size_bytes=len(content), error=str(exc))
+    digest, rel = store_bytes(data_dir, content)
+    return IncomingScan(filename=name, sha256=digest, stored_path=rel, size_bytes=len(content),
+                        width=width, height=height)  # fmt: skip
 
-    def add(name: str, content: bytes | str) -> None:
-        if len(out) >= limits.max_files:
-            raise UploadError(f"more than {limits.max_files} files in one job")
-        if isinstance(content, str):
-            out.append(IncomingScan(filename=name, error=content))
-            return
-        try:
-            width, height, _format = check_image(content)
-        except ValueError as exc:
-            out.append(IncomingScan(filename=name, size_bytes=len(content), error=str(exc)))
-            return
-        digest, rel = store_bytes(data_dir, content)
-        out.append(
-            IncomingScan(
-                filename=name,
-                sha256=digest,
-                stored_path=rel,
-                size_bytes=len(content),
-                width=width,
-                height=height,
-            )
-        )
 
+def _files(
+    uploads: Iterable[tuple[str, bytes]], limits: Limits
+) -> Iterator[tuple[str, bytes | str]]:
+    """Every file of the request, archives opened, in upload order; refuses the request
+    as soon as it holds more files than allowed."""
+    count = 0
     for raw_name, content in uploads:
         name = _display_name(raw_name)
-        if PurePosixPath(name).suffix.lower() in ARCHIVE_SUFFIXES or content[:4] == b"PK\x03\x04":
-            for member_name, member in archive_members(name, content, limits):
-                add(member_name, member)
-        else:
-            add(name, content)
-    return out
+        is_zip = (
+            PurePosixPath(name).suffix.lower() in ARCHIVE_SUFFIXES or content[:4] == b"PK\x03\x04"
+        )
+        for item in archive_members(name, content, limits) if is_zip else [(name, content)]:
+            count += 1
+            if count > limits.max_files:
+                raise UploadError(f"more than {limits.max_files} files in one job")
+            yield item
+
+
+def ingest(uploads: Iterable[tuple[str, bytes]], data_dir, limits: Limits) -> list[IncomingScan]:
+    """Store every usable image; return one IncomingScan per file, in upload order.
+    Checking, hashing and writing run in a few threads (Pillow, hashlib and file I/O
+    release the GIL), since the whole upload waits for them before any scoring starts."""
+    files = list(_files(uploads, limits))
+    return list(_ingest_pool.map(lambda f: _verdict(f[0], f[1], data_dir), files))
+
+
+_ingest_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ingest")

@@ -11,6 +11,8 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from scanq import DISCLAIMER
 from scanq.settings import Settings, get_settings
 
+FORM_FIELDS = 64  # room for the non-file fields of a form
+
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or get_settings()
@@ -21,6 +23,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         MAX_CONTENT_LENGTH=settings.max_upload_bytes,
         # Large multipart bodies go to temporary files, not memory, per part.
         MAX_FORM_MEMORY_SIZE=16 * 1024 * 1024,
+        # Werkzeug refuses forms of more than 1,000 parts by default: a bulk upload has
+        # one part per file, plus a few fields.
+        MAX_FORM_PARTS=settings.max_files_per_job + FORM_FIELDS,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
     )
@@ -38,7 +43,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         """JSON errors for API clients (routing errors included); pages keep Flask's."""
         if isinstance(exc, RequestEntityTooLarge):
             limit = app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
-            code, message = "upload_too_large", f"uploads are limited to {limit} MB"
+            files = app.config["MAX_FORM_PARTS"] - FORM_FIELDS
+            code = "upload_too_large"
+            message = f"an upload is limited to {limit} MB and {files:,} files; split it"
         else:
             code = (exc.name or "error").lower().replace(" ", "_")
             message = exc.description

@@ -196,3 +196,26 @@ def test_database_locked_for_longer_than_its_timeout_delays_but_loses_nothing(st
     assert job["status"] == "succeeded" and job["done"] == 10, stack.log("worker")
     log = stack.log("worker")
     assert "database is locked" in log and "Retry in" in log
+
+
+def test_cancel_stops_the_remaining_batches(stack, shared_data):
+    version_id = _slow_version(stack)
+    images = sample_images(shared_data, "xray", "covid", 40)
+    files = [("files", (p.name, p.read_bytes())) for p in images]
+    job_id = requests.post(f"{stack.url}/api/v1/jobs", files=files,
+                           data={"modality": "xray", "model_version": str(version_id)}
+                           ).json()["id"]  # fmt: skip
+    deadline = time.monotonic() + 240
+    while requests.get(f"{stack.url}/api/v1/jobs/{job_id}").json()["done"] < 8:
+        assert time.monotonic() < deadline, stack.log("worker")
+        time.sleep(0.05)
+    cancelled = requests.post(f"{stack.url}/api/v1/jobs/{job_id}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    time.sleep(8)  # long enough for the remaining batches' messages to be consumed
+    with session_scope(_db(stack)) as s:
+        statuses = list(s.scalars(select(Batch.status).where(Batch.job_id == job_id)))
+        scored = s.scalar(select(func.count(Result.id)).where(Result.job_id == job_id))
+    assert statuses.count("cancelled") >= 2  # batches not yet started never ran
+    assert scored <= 24  # at most the batch in hand when the cancel came, and the first
+    job = requests.get(f"{stack.url}/api/v1/jobs/{job_id}").json()
+    assert job["status"] == "cancelled" and job["finished_at"]

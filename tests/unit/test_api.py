@@ -68,6 +68,22 @@ def test_oversized_upload_is_413_json(client, app):
     resp = post_job(client, [("big.png", png(size=200))])
     assert resp.status_code == 413
     assert resp.json["error"]["code"] == "upload_too_large"
+    assert "10,000 files" in resp.json["error"]["message"]
+
+
+def test_bulk_upload_of_more_than_a_thousand_files_is_accepted(client, app):
+    """Werkzeug's default limit of 1,000 form parts would refuse it with 413."""
+    files = [(f"s{i}.png", png(i % 7)) for i in range(1100)]
+    resp = post_job(client, files)
+    assert resp.status_code == 202, resp.json
+    assert resp.json["total"] == 1100
+
+
+def test_more_files_than_allowed_is_413_json(client, app):
+    app.config["MAX_FORM_PARTS"] = 5 + 64  # as for SCANQ_MAX_FILES=5
+    resp = post_job(client, [(f"s{i}.png", png(i)) for i in range(80)])
+    assert resp.status_code == 413
+    assert "5 files" in resp.json["error"]["message"]
 
 
 def test_results_paginate_and_export_csv_with_disclaimer(client, app):

@@ -44,6 +44,9 @@ SETTINGS = {
     },
     "probe": {"recipe": "probe", "equalize": True},
     "probe_288": {"recipe": "probe", "equalize": True, "input_size": 288},
+    # What ImageNet pretraining buys: the same recipes on a randomly initialised network.
+    "probe_random": {"recipe": "probe", "equalize": True, "weights": None},
+    "probe_288_random": {"recipe": "probe", "equalize": True, "input_size": 288, "weights": None},
     "random_start": {"weights": None, "epochs": 40, "patience": 10},
     "smallcnn": {"backbone": "smallcnn", "input_size": 128, "epochs": 40},
 }

@@ -29,8 +29,7 @@ import numpy as np
 import requests
 
 from bench.stack import DEFAULT_DATA, OUT, LocalStack
-
-FINAL = ("succeeded", "failed", "cancelled")
+from cli.client import FINAL_STATUSES
 
 
 def run_load(stack: LocalStack, images: list[Path], args) -> dict:
@@ -91,7 +90,7 @@ def run_load(stack: LocalStack, images: list[Path], args) -> dict:
         t.join()
     while time.monotonic() < deadline:
         states = [requests.get(f"{stack.url}/api/v1/jobs/{j}", timeout=30).json() for j in job_ids]
-        if all(s["status"] in FINAL for s in states):
+        if all(s["status"] in FINAL_STATUSES for s in states):
             break
         time.sleep(1)
     stop.set()
@@ -134,7 +133,7 @@ def run_soak(stack: LocalStack, images: list[Path], n: int) -> dict:
     while True:
         job = requests.get(f"{stack.url}/api/v1/jobs/{job_id}", timeout=30).json()
         samples.append((job["done"] + job["failed"], stack.inference_worker_rss_kb()))
-        if job["status"] in FINAL:
+        if job["status"] in FINAL_STATUSES:
             break
         time.sleep(2)
     done = np.asarray([s[0] for s in samples], float)

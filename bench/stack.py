@@ -12,6 +12,7 @@ from pathlib import Path
 
 import requests
 
+from cli.client import Client
 from scanq.embedded_redis import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,13 +72,7 @@ class LocalStack:
         return resp.json()["id"], start, time.perf_counter() - t0
 
     def wait(self, job_id: str, timeout: float = 3600) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = requests.get(f"{self.url}/api/v1/jobs/{job_id}", timeout=30).json()
-            if job["status"] in ("succeeded", "failed", "cancelled"):
-                return job
-            time.sleep(0.2)
-        raise TimeoutError(job_id)
+        return Client(self.url).wait(job_id, timeout, interval=0.2)
 
     def inference_worker_rss_kb(self) -> int:
         """Resident memory of the inference worker's pool processes (where models run)."""

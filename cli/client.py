@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import io
 import os
+import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import requests
@@ -13,6 +14,9 @@ import requests
 from web.ingest import ARCHIVE_SUFFIXES
 
 UPLOAD_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".dcm"}
+
+
+FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 
 
 class ApiError(RuntimeError):
@@ -106,3 +110,22 @@ class Client:
 
     def job(self, job_id: str) -> dict:
         return self.get(f"/api/v1/jobs/{job_id}").json()
+
+    def wait(
+        self,
+        job_id: str,
+        timeout: float | None = None,
+        interval: float = 0.5,
+        on_poll: Callable[[dict], None] | None = None,
+    ) -> dict:
+        """Poll a job until it ends; TimeoutError (with the last state) after `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if on_poll:
+                on_poll(job)
+            if job["status"] in FINAL_STATUSES:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} did not finish: {job}")
+            time.sleep(interval)

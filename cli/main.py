@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -119,15 +118,14 @@ def _progress_line(job: dict) -> str:
 
 
 def wait_for_job(client: Client, job_id: str, interval: float = 1.0, quiet: bool = False) -> dict:
-    while True:
-        job = client.job(job_id)
+    def show(job: dict) -> None:
         if not quiet:
             click.echo(_progress_line(job), nl=False, err=True)
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            if not quiet:
-                click.echo("", err=True)
-            return job
-        time.sleep(interval)
+
+    job = client.wait(job_id, interval=interval, on_poll=show)
+    if not quiet:
+        click.echo("", err=True)
+    return job
 
 
 @cli.command()

@@ -16,6 +16,10 @@ from sqlalchemy.orm import Session
 from db.models import Job, ModelVersion, Result
 
 
+class VersionNotFound(LookupError):
+    pass
+
+
 class VersionInUse(Exception):
     """The version is active, or jobs and results name it: deleting it would leave
     history pointing at nothing."""
@@ -69,7 +73,7 @@ class VersionSuperseded(Exception):
 def activate_version(session: Session, version_id: int) -> ModelVersion:
     version = session.get(ModelVersion, version_id)
     if version is None:
-        raise LookupError(f"no model version {version_id}")
+        raise VersionNotFound(f"no model version {version_id}")
     if version.path.startswith(SUPERSEDED):
         raise VersionSuperseded(
             f"model version {version_id} was a shipped model whose files a newer release "
@@ -122,7 +126,7 @@ def delete_version(session: Session, version_id: int) -> ModelVersion:
     """Remove a version that nothing uses; the caller removes its files."""
     version = session.get(ModelVersion, version_id)
     if version is None:
-        raise LookupError(f"no model version {version_id}")
+        raise VersionNotFound(f"no model version {version_id}")
     if version.path.startswith("builtin/"):
         raise VersionInUse(f"model version {version_id} is a shipped model")
     if version.active:

@@ -115,13 +115,12 @@ class Stack:
                 proc.kill()
 
     def wait_job(self, job_id: str, timeout: float = 240) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = requests.get(f"{self.url}/api/v1/jobs/{job_id}", timeout=10).json()
-            if job["status"] in ("succeeded", "failed", "cancelled"):
-                return job
-            time.sleep(0.5)
-        raise AssertionError(f"job {job_id} did not finish: {job}\n{self.log('worker')}")
+        from cli.client import Client
+
+        try:
+            return Client(self.url).wait(job_id, timeout, interval=0.3)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\n{self.log('worker')}") from None
 
 
 @pytest.fixture(scope="module")

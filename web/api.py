@@ -9,10 +9,16 @@ from sqlalchemy import select
 
 from db.jobs import cancel_job, results_page
 from db.models import Job, ModelVersion
-from db.registry import VersionInUse, VersionSuperseded, activate_version, delete_version
+from db.registry import (
+    VersionInUse,
+    VersionNotFound,
+    VersionSuperseded,
+    activate_version,
+    delete_version,
+)
 from scanq import DISCLAIMER
 from web.serialize import job_json, model_json, result_json, results_csv
-from web.services import ApiError, db_session, settings, submit_inference_job
+from web.services import ApiError, bounded_number, db_session, settings, submit_inference_job
 from web.training import submit_training_job
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -22,6 +28,22 @@ MAX_PAGE = 1000
 @bp.errorhandler(ApiError)
 def _api_error(exc: ApiError):
     return jsonify(error={"code": exc.code, "message": exc.message}), exc.status
+
+
+# What the registry refuses, as API errors.
+REGISTRY_ERRORS = {
+    VersionNotFound: (404, "model_version_not_found"),
+    VersionInUse: (409, "model_version_in_use"),
+    VersionSuperseded: (409, "model_version_superseded"),
+}
+
+
+@bp.errorhandler(VersionNotFound)
+@bp.errorhandler(VersionInUse)
+@bp.errorhandler(VersionSuperseded)
+def _registry_error(exc: Exception):
+    status, code = REGISTRY_ERRORS[type(exc)]
+    return _api_error(ApiError(status, code, str(exc)))
 
 
 def _get_job(session, job_id: str) -> Job:
@@ -89,16 +111,7 @@ def cancel(job_id: str):
 
 
 def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.args.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"bad_{name}", f"{name} must be an integer") from None
-    if not lo <= value <= hi:
-        raise ApiError(400, f"bad_{name}", f"{name} must be between {lo} and {hi}")
-    return value
+    return bounded_number(request.args, name, int, default, lo, hi)
 
 
 @bp.get("/jobs/<job_id>/results")
@@ -155,13 +168,7 @@ def get_model(version_id: int):
 @bp.delete("/models/<int:version_id>")
 def delete_model(version_id: int):
     with db_session() as session:
-        try:
-            version = delete_version(session, version_id)
-        except LookupError as exc:
-            raise ApiError(404, "model_version_not_found", str(exc)) from None
-        except VersionInUse as exc:
-            raise ApiError(409, "model_version_in_use", str(exc)) from None
-        path = version.path
+        path = delete_version(session, version_id).path
     folder = (settings().data_dir / path).resolve()
     if settings().data_dir.resolve() in folder.parents:
         shutil.rmtree(folder, ignore_errors=True)
@@ -171,10 +178,4 @@ def delete_model(version_id: int):
 @bp.post("/models/<int:version_id>/activate")
 def activate(version_id: int):
     with db_session() as session:
-        try:
-            version = activate_version(session, version_id)
-        except LookupError as exc:
-            raise ApiError(404, "model_version_not_found", str(exc)) from None
-        except VersionSuperseded as exc:
-            raise ApiError(409, "model_version_superseded", str(exc)) from None
-        return jsonify(model_json(version))
+        return jsonify(model_json(activate_version(session, version_id)))

@@ -6,6 +6,7 @@ have, and a batch whose send failed is re-queued by the reconciler, not lost."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from flask import current_app
 from sqlalchemy.orm import Session
@@ -26,6 +27,22 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+
+
+def bounded_number(values: Mapping[str, str], name: str, kind: type, default, lo: float, hi: float):
+    """A number from form fields or query arguments, with a 400 that says what is
+    wrong; `default` when the field is absent or empty."""
+    raw = (values.get(name) or "").strip()
+    if raw == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise ApiError(400, f"bad_{name}", f"{name} must be {what}") from None
+    if not lo <= value <= hi:
+        raise ApiError(400, f"bad_{name}", f"{name} must be between {lo:g} and {hi:g}")
+    return value
 
 
 def settings() -> Settings:

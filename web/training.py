@@ -14,7 +14,7 @@ from models.backbones import BACKBONES
 from web.datasets import Dataset, DatasetError, load_dataset, resolve_server_folder, unpack_archive
 from web.extensions import get_celery
 from web.ingest import Limits
-from web.services import ApiError, db_session, settings
+from web.services import ApiError, bounded_number, db_session, settings
 from worker.celery_app import TRAIN_MODEL
 
 log = logging.getLogger(__name__)
@@ -36,20 +36,6 @@ TRUE = {"1", "true", "yes", "on"}
 FALSE = {"", "0", "false", "no", "off"}
 
 
-def _number(form: Mapping[str, str], name: str):
-    kind, default, lo, hi = OPTIONS[name]
-    raw = (form.get(name) or "").strip()
-    if raw == "":
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise ApiError(400, f"bad_{name}", f"{name} must be a {kind.__name__}") from None
-    if not lo <= value <= hi:
-        raise ApiError(400, f"bad_{name}", f"{name} must be between {lo:g} and {hi:g}")
-    return value
-
-
 def _flag(form: Mapping[str, str], name: str) -> bool:
     raw = (form.get(name) or "").strip().lower()
     if raw not in TRUE | FALSE:
@@ -65,7 +51,7 @@ def parse_training_request(form: Mapping[str, str]) -> tuple[str, dict, bool]:
     backbone = (form.get("backbone") or "efficientnet_lite0").strip().lower()
     if backbone not in BACKBONES:
         raise ApiError(400, "bad_backbone", f"backbone must be one of {', '.join(BACKBONES)}")
-    config = {name: _number(form, name) for name in OPTIONS}
+    config = {name: bounded_number(form, name, *OPTIONS[name]) for name in OPTIONS}
     config["backbone"] = backbone
     config["input_size"] = config["input_size"] or BACKBONES[backbone].default_size
     weights = (form.get("weights") or "auto").strip().lower()

@@ -91,6 +91,7 @@ def score_batch(batch_id: int) -> str:
                                     version_args[0])  # fmt: skip
     t0 = time.perf_counter()
     with session_scope(url) as session:
+        # Rows scored one by one are already stored; the unique scan key skips them here.
         store_results(session, rows)
         stats["write_ms"] = round((time.perf_counter() - t0) * 1000, 2)
         set_probing(session, batch_id, None)

@@ -123,9 +123,10 @@ def unpack_archive(archive: bytes, root: Path, limits: Limits) -> Dataset:
                     [rel, label, given.get("patient_id", ""), given.get("source", "upload"),
                      given.get("dup_group", ""), inner]
                 )  # fmt: skip
-        (tmp / "rejected.csv").write_text(
-            "filename,error\n" + "".join(f'"{n}","{e}"\n' for n, e in rejected)
-        )
+        with open(tmp / "rejected.csv", "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["filename", "error"])
+            writer.writerows(rejected)
         try:
             os.rename(tmp, target)  # atomic; a concurrent upload of the same set wins
         except OSError:

@@ -99,3 +99,10 @@ def test_server_folders_only_under_allowed_roots(tmp_path, shared_data):
         resolve_server_folder(str(root / "missing"), [root])
     ds = load_dataset(resolve_server_folder(str(shared_data), [shared_data]), "ct")
     assert ds.summary()["n_covid"] > 200
+
+
+def test_rejection_reasons_survive_odd_file_names(tmp_path):
+    odd = 'myset/covid/say "hi", then\nleave.png'
+    ds = unpack_archive(_set(extra={odd: b"text"}), tmp_path / "datasets", LIMITS)
+    again = load_dataset(ds.path)  # read back from rejected.csv
+    assert {r["filename"] for r in again.summary()["rejected"]} == {odd}

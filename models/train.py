@@ -160,6 +160,7 @@ def _fit(
             epochs=epochs,
             callbacks=[stopper, plateau, Report()],
             verbose=0,
+            shuffle=False,  # train_ds reshuffles itself every epoch
         )
         for k, v in h.history.items():
             history.setdefault(k, []).extend(v)

@@ -26,6 +26,8 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "xray" / "labels.csv").exists():
+        if os.environ.get("SCANQ_STRICT"):  # CI: a missing data set must not pass as skips
+            pytest.fail(f"development data not found at {SHARED_DATA} (SCANQ_SHARED_DATA)")
         pytest.skip(f"development data not found at {SHARED_DATA}")
     return SHARED_DATA
 

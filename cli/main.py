@@ -215,6 +215,9 @@ def results(job_id, csv_path, url) -> None:
 )
 @click.option("--server-path", default=None, help="a folder on the server instead of --data")
 @click.option("--backbone", default="efficientnet_lite0", show_default=True)
+@click.option("--recipe", type=click.Choice(["finetune", "probe"]), default="finetune",
+              show_default=True, help="probe: linear model on frozen features (fast)")  # fmt: skip
+@click.option("--equalize", is_flag=True, help="histogram equalisation inside the model")
 @click.option("--epochs", type=int, default=None, help="head-only epochs (default 30)")
 @click.option("--finetune-epochs", type=int, default=None, help="fine-tuning epochs (default 15)")
 @click.option("--input-size", type=int, default=None, help="pixels (default: the backbone's)")
@@ -223,12 +226,13 @@ def results(job_id, csv_path, url) -> None:
 @click.option("--activate", is_flag=True, help="make the new version active when it is done")
 @click.option("--wait", is_flag=True, help="show progress until the run ends")
 @url_option
-def train(modality, data, server_path, backbone, epochs, finetune_epochs, input_size, seed,
-          no_pretrained, activate, wait, url) -> None:  # fmt: skip
+def train(modality, data, server_path, backbone, recipe, equalize, epochs, finetune_epochs,
+          input_size, seed, no_pretrained, activate, wait, url) -> None:  # fmt: skip
     """Train a model version on a labelled set, on the training queue; prints the job id."""
     if bool(data) == bool(server_path):
         raise click.UsageError("give exactly one of --data and --server-path")
-    fields = {"modality": modality, "backbone": backbone, "activate": str(activate).lower()}
+    fields = {"modality": modality, "backbone": backbone, "activate": str(activate).lower(),
+              "recipe": recipe, "equalize": str(equalize).lower()}  # fmt: skip
     for name, value in (("epochs", epochs), ("finetune_epochs", finetune_epochs),
                         ("input_size", input_size), ("seed", seed)):  # fmt: skip
         if value is not None:

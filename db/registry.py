@@ -51,7 +51,10 @@ def register_version(
         auc=test.get("auc"),
         sensitivity=test.get("sensitivity"),
         specificity=test.get("specificity"),
-        metrics={k: card.get(k) for k in ("validation", "test", "split", "config", "command")},
+        metrics={
+            k: card.get(k)
+            for k in ("validation", "test", "split", "config", "command", "cross_validation")
+        },
         data_fingerprint=card.get("data_fingerprint"),
         training_job_id=training_job_id,
     )

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from db.models import MODALITIES, Job
 from db.training_jobs import create_training_job, mark_sent
 from models.backbones import BACKBONES
+from models.probe import C_GRID
 from web.datasets import Dataset, DatasetError, load_dataset, resolve_server_folder, unpack_archive
 from web.extensions import get_celery
 from web.ingest import Limits
@@ -30,8 +31,12 @@ OPTIONS: dict[str, tuple[type, object, float, float]] = {
     "patience": (int, 6, 1, 100),
     "target_sensitivity": (float, 0.9, 0.5, 0.999),
     "seed": (int, 0, 0, 2**31 - 1),
+    "probe_c": (float, 0.0, 0.0, 100.0),  # 0: chosen on validation
     "input_size": (int, 0, 32, 512),  # 0: the backbone's own size
 }
+# finetune: head, then the top stage; probe: a linear model on frozen features (what the
+# shipped models use, and the better of the two on a few hundred images here).
+RECIPES = ("finetune", "probe")
 TRUE = {"1", "true", "yes", "on"}
 FALSE = {"", "0", "false", "no", "off"}
 
@@ -58,6 +63,10 @@ def parse_training_request(form: Mapping[str, str]) -> tuple[str, dict, bool]:
     if weights not in ("auto", "none"):
         raise ApiError(400, "bad_weights", "weights must be auto (ImageNet where present) or none")
     config["weights"] = None if weights == "none" else "auto"
+    recipe = (form.get("recipe") or "finetune").strip().lower()
+    if recipe not in RECIPES:
+        raise ApiError(400, "bad_recipe", f"recipe must be one of {', '.join(RECIPES)}")
+    config["recipe"] = recipe
     config["hflip"] = _flag(form, "hflip")
     config["equalize"] = _flag(form, "equalize")
     return modality, config, _flag(form, "activate")
@@ -83,7 +92,11 @@ def submit_training_job(
 ) -> tuple[Job, dict]:
     modality, config, activate = parse_training_request(form)
     dataset, stored = _dataset(archive, (form.get("data_path") or "").strip() or None, modality)
-    total = config["epochs"] + config["finetune_epochs"]
+    # A probe reports one step per regularisation strength tried, not epochs.
+    if config["recipe"] == "probe":
+        total = 1 if config["probe_c"] else len(C_GRID)
+    else:
+        total = config["epochs"] + config["finetune_epochs"]
     options = {"dataset": stored, "config": config, "activate": activate}
     with db_session() as session:
         job = create_training_job(session, modality, options, total, owner=owner)

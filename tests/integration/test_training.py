@@ -136,3 +136,16 @@ def test_cancel_stops_a_running_training_job(stack, shared_data, tmp_path):
     job = requests.get(f"{stack.url}/api/v1/jobs/{job_id}").json()
     assert job["status"] == "cancelled" and job["model_version"] is None
     assert job["done"] < 400
+
+
+def test_probe_recipe_through_the_queue(stack, shared_data, tmp_path):
+    data = _labelled_folder(tmp_path / "set", shared_data)
+    run = stack.scanq("train", "--modality", "ct", "--data", str(data), "--recipe", "probe",
+                      "--equalize", "--backbone", "smallcnn", "--input-size", "48", "--wait",
+                      timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr + stack.log("worker")
+    job = requests.get(f"{stack.url}/api/v1/jobs/{run.stdout.split()[-1]}").json()
+    assert job["status"] == "succeeded" and job["done"] == job["total"] == 4
+    version = _models(stack)[job["model_version"]]
+    assert version["metrics"]["config"]["recipe"] == "probe"
+    assert version["metrics"]["config"]["equalize"] is True

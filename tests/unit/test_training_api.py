@@ -66,6 +66,7 @@ def test_bad_training_requests_get_json_errors(client, app, tmp_path):
         (post_training(client, ok, input_size="8"), 400, "bad_input_size"),
         (post_training(client, ok, activate="maybe"), 400, "bad_activate"),
         (post_training(client, ok, weights="imagenet"), 400, "bad_weights"),
+        (post_training(client, ok, recipe="magic"), 400, "bad_recipe"),
         (post_training(client), 400, "no_dataset"),
         (post_training(client, ok, data_path=str(tmp_path)), 400, "no_dataset"),
         (post_training(client, _archive(2)), 422, "dataset_unusable"),
@@ -131,3 +132,11 @@ def test_versions_in_use_cannot_be_deleted(client, app):
     assert client.delete(f"/api/v1/models/{unused}").status_code == 404
     with session_scope(settings.database_url) as s:
         assert s.get(Job, job_id).model_version_id == used
+
+
+def test_probe_request_counts_its_steps_not_epochs(client):
+    resp = post_training(client, _archive(), recipe="probe", equalize="true")
+    assert resp.status_code == 202, resp.json
+    job = client.get(f"/api/v1/jobs/{resp.json['id']}").json
+    assert job["total"] == 4 and job["options"]["config"]["recipe"] == "probe"
+    assert job["options"]["config"]["equalize"] is True

@@ -41,6 +41,7 @@ class Settings:
         default_factory=lambda: Path(__file__).resolve().parent.parent / "models" / "default"
     )
     visibility_timeout: int = 3600
+    environment: str = "development"  # SCANQ_ENV; "production" refuses unsafe defaults
     # A training run that has not reported for this long is taken for dead and failed.
     training_stall_seconds: int = 1800
     # Server folders a training request may name as its data (besides uploaded sets).
@@ -108,6 +109,7 @@ def load_settings() -> Settings:
         max_files_per_job=_int("SCANQ_MAX_FILES", 10_000),
         visibility_timeout=_int("SCANQ_VISIBILITY_TIMEOUT", 3600),
         training_stall_seconds=_int("SCANQ_TRAINING_STALL", 1800),
+        environment=os.environ.get("SCANQ_ENV", "development").strip().lower(),
         dataset_roots=tuple(
             Path(p).absolute()
             for p in os.environ.get("SCANQ_DATASET_ROOTS", "").split(os.pathsep)

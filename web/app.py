@@ -9,13 +9,18 @@ from sqlalchemy import text
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from scanq import DISCLAIMER
-from scanq.settings import Settings, get_settings
+from scanq.settings import DEFAULT_SECRET, Settings, get_settings
 
 FORM_FIELDS = 64  # room for the non-file fields of a form
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or get_settings()
+    if settings.environment == "production" and settings.secret_key == DEFAULT_SECRET:
+        raise RuntimeError(
+            "SCANQ_ENV=production needs SECRET_KEY set to a long random string; "
+            "the development default signs sessions anyone could forge"
+        )
     app = Flask(__name__)
     app.config.update(
         SCANQ_SETTINGS=settings,

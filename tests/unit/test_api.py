@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from sqlalchemy import func, select
 
 from db.jobs import refresh_job, store_results
@@ -161,3 +162,16 @@ def test_web_process_never_imports_tensorflow(app):
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]"
+
+
+def test_production_refuses_the_development_secret(app):
+    from dataclasses import replace
+
+    from scanq.settings import DEFAULT_SECRET
+    from web.app import create_app
+
+    settings = app.config["SCANQ_SETTINGS"]
+    with pytest.raises(RuntimeError, match="needs SECRET_KEY"):
+        create_app(replace(settings, environment="production", secret_key=DEFAULT_SECRET))
+    ok = create_app(replace(settings, environment="production", secret_key="x" * 40))
+    assert ok.config["SECRET_KEY"] == "x" * 40

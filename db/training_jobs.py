@@ -13,8 +13,6 @@ from sqlalchemy.orm import Session
 
 from db.models import Job, utcnow
 
-ACTIVE = ("queued", "running")
-
 
 def create_training_job(
     session: Session, modality: str, options: dict, total_epochs: int, owner: str | None = None

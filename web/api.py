@@ -161,7 +161,7 @@ def get_model(version_id: int):
     with db_session() as session:
         version = session.get(ModelVersion, version_id)
         if version is None:
-            raise ApiError(404, "model_version_not_found", f"no model version {version_id}")
+            raise VersionNotFound(f"no model version {version_id}")
         return jsonify(model_json(version))
 
 
@@ -169,7 +169,7 @@ def get_model(version_id: int):
 def delete_model(version_id: int):
     with db_session() as session:
         path = delete_version(session, version_id).path
-    folder = (settings().data_dir / path).resolve()
+    folder = settings().version_dir(path).resolve()
     if settings().data_dir.resolve() in folder.parents:
         shutil.rmtree(folder, ignore_errors=True)
     return "", 204

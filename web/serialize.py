@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 
 from db.models import Job, ModelVersion, Result, Scan
+from models.report import REPORT_FILES
 from scanq import DISCLAIMER
 
 
@@ -83,8 +84,7 @@ def model_json(version: ModelVersion) -> dict:
         "training_job": version.training_job_id,
         "metrics": version.metrics,
         "links": {
-            "roc": f"/models/{version.id}/roc.png",
-            "confusion": f"/models/{version.id}/confusion.png",
+            name.removesuffix(".png"): f"/models/{version.id}/{name}" for name in REPORT_FILES
         },
     }
 

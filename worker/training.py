@@ -36,11 +36,6 @@ def dataset_path(settings: Settings, stored: str) -> Path:
     return path if path.is_absolute() else settings.data_dir / path
 
 
-def version_dir(settings: Settings, job_id: str) -> tuple[Path, str]:
-    rel = f"model_versions/{job_id}"
-    return settings.data_dir / rel, rel
-
-
 @shared_task(name=TRAIN_MODEL, acks_late=False, reject_on_worker_lost=False)
 def train_model(job_id: str) -> str:
     settings = get_settings()
@@ -91,7 +86,8 @@ def _run(settings: Settings, job_id: str, modality: str, options: dict) -> str:
         return "cancelled"
     with session_scope(url) as session:
         set_stage(session, job_id, "saving")
-    out, rel = version_dir(settings, job_id)
+    rel = f"model_versions/{job_id}"
+    out = settings.version_dir(rel)
     save_version(result, out, command=f"training job {job_id}: {options['config']}")
     with session_scope(url) as session:
         version = register_version(

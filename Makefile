@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 TEST_STAMP := $(VENV)/.installed-test-stamp
 EXTRAS ?= cpu,postgres,dev
 
-.PHONY: install run test lint format bench bench-load models compose-check clean
+.PHONY: install run test lint format bench bench-load bench-ood models compose-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ bench: install
 
 bench-load: install
 	$(BIN)/python -m bench.load
+
+bench-ood: install
+	$(BIN)/python -m bench.ood
 
 compose-check: install
 	SECRET_KEY=compose-check $(BIN)/docker-compose -f docker-compose.yml config --quiet

@@ -159,14 +159,17 @@ def finish_batch(session: Session, batch_id: int, stats: dict | None = None) -> 
 
 
 def refresh_job(session: Session, job_id: str) -> Job | None:
-    """Recount done/failed from results and close the job once every scan has one."""
-    done, failed = session.execute(
+    """Recount done/failed/flagged from results and close the job once every scan has one."""
+    done, failed, flagged = session.execute(
         select(
             func.coalesce(func.sum(case((Result.error.is_(None), 1), else_=0)), 0),
             func.coalesce(func.sum(case((Result.error.is_not(None), 1), else_=0)), 0),
+            func.coalesce(func.sum(case((Result.out_of_distribution.is_(True), 1), else_=0)), 0),
         ).where(Result.job_id == job_id)
     ).one()
-    session.execute(update(Job).where(Job.id == job_id).values(done=done, failed=failed))
+    session.execute(
+        update(Job).where(Job.id == job_id).values(done=done, failed=failed, flagged=flagged)
+    )
     job = session.get(Job, job_id)
     if job is None:
         return None

@@ -74,6 +74,8 @@ class Job(Base):
     total: Mapped[int] = mapped_column(Integer, default=0)
     done: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)
+    # Scored images flagged out of distribution (counted within `done`).
+    flagged: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_version.id"))
     owner: Mapped[str | None] = mapped_column(String(64))
     options: Mapped[dict] = mapped_column(JSON, default=dict)
@@ -146,6 +148,11 @@ class Result(Base):
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_version.id"))
     error: Mapped[str | None] = mapped_column(Text)
     timing_ms: Mapped[float | None] = mapped_column(Float)
+    # models.ood: distance to the version's training scans in units of its calibrated
+    # threshold (> 1 flags), or None when the version has no calibration.
+    ood_score: Mapped[float | None] = mapped_column(Float)
+    out_of_distribution: Mapped[bool | None] = mapped_column(Boolean)
+    ood_reason: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     scan: Mapped[Scan] = relationship(back_populates="result")

@@ -33,6 +33,10 @@ def active_version(session: Session, modality: str) -> ModelVersion | None:
     ).first()
 
 
+# Sections of a model card kept with its version (models.train writes the card).
+CARD_METRICS = ("validation", "test", "split", "config", "command", "cross_validation", "ood")
+
+
 def register_version(
     session: Session,
     card: dict,
@@ -51,10 +55,7 @@ def register_version(
         auc=test.get("auc"),
         sensitivity=test.get("sensitivity"),
         specificity=test.get("specificity"),
-        metrics={
-            k: card.get(k)
-            for k in ("validation", "test", "split", "config", "command", "cross_validation")
-        },
+        metrics={k: card.get(k) for k in CARD_METRICS},
         data_fingerprint=card.get("data_fingerprint"),
         training_job_id=training_job_id,
     )

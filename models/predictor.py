@@ -2,7 +2,9 @@
 
 The model is called through a `tf.function` with a fixed batch shape: partial batches
 are padded, so the graph is traced once per process and never again. Probabilities are
-temperature-calibrated with the version's stored temperature.
+temperature-calibrated with the version's stored temperature. The same call returns the
+pooled features the out-of-distribution check needs (`models.ood`), so that check costs
+no second pass through the network.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from models.calibration import apply_temperature
+from models.ood import OODModel, Verdict, judge, with_features
 
 
 class Predictor:
@@ -22,26 +25,41 @@ class Predictor:
         import models.layers  # noqa: F401 - registers the layers saved models may hold
 
         path = Path(model_path)
+        folder = path if path.is_dir() else path.parent
         if path.is_dir():
             path = path / "model.keras"
         self.model = keras.models.load_model(path, compile=False)
         self.input_size = int(self.model.input_shape[1])
         self.batch_size = batch_size
         self.temperature = temperature
+        # None for versions trained before out-of-distribution calibration existed.
+        self.ood: OODModel | None = OODModel.load(folder)
+        net = with_features(self.model)
         spec = tf.TensorSpec((batch_size, self.input_size, self.input_size, 1), tf.float32)
-        self._call = tf.function(lambda x: self.model(x, training=False), input_signature=[spec])
+        self._call = tf.function(lambda x: net(x, training=False), input_signature=[spec])
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        """(N, S, S, 1) float32 in 0..255 -> (N,) calibrated P(covid)."""
+    def predict_with_features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, S, S, 1) float32 in 0..255 -> calibrated P(covid) (N,), features (N, D)."""
         n = len(images)
         if n == 0:
-            return np.zeros(0, dtype=np.float64)
-        out = []
+            return np.zeros(0, dtype=np.float64), np.zeros((0, 0), dtype=np.float32)
+        probs, feats = [], []
         for start in range(0, n, self.batch_size):
             chunk = images[start : start + self.batch_size]
             pad = self.batch_size - len(chunk)
             if pad:
                 chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-            probs = np.asarray(self._call(chunk)).reshape(-1)
-            out.append(probs[: self.batch_size - pad])
-        return apply_temperature(np.concatenate(out), self.temperature)
+            p, f = self._call(chunk)
+            keep = self.batch_size - pad
+            probs.append(np.asarray(p).reshape(-1)[:keep])
+            feats.append(np.asarray(f, dtype=np.float32)[:keep])  # float16 under mixed precision
+        return apply_temperature(np.concatenate(probs), self.temperature), np.concatenate(feats)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """(N, S, S, 1) float32 in 0..255 -> (N,) calibrated P(covid)."""
+        return self.predict_with_features(images)[0]
+
+    def predict_and_judge(self, images: np.ndarray) -> tuple[np.ndarray, list[Verdict]]:
+        """Probabilities and each image's out-of-distribution verdict."""
+        probs, feats = self.predict_with_features(images)
+        return probs, judge(self.ood, images, feats)

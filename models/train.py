@@ -22,6 +22,8 @@ import numpy as np
 
 from models import calibration, metrics
 from models.dataset import Example, fingerprint, load_examples, split_groups, train_val_test
+from models.ood_calibration import calibrate_version, other_modality_inputs
+from models.ood_calibration import render_section as render_ood_section
 from models.preprocess import ImageError, load_for_model
 
 log = logging.getLogger(__name__)
@@ -198,6 +200,7 @@ def predict(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
 class TrainResult:
     model: object
     card: dict
+    ood: object = None  # models.ood.OODModel, saved beside the model
 
 
 def train(
@@ -206,10 +209,13 @@ def train(
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
     split: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    other_modality: dict[str, np.ndarray] | None = None,
 ) -> TrainResult:
     """Patient-level train/val/test split (or the given one, e.g. a CV fold); early
     stopping, calibration and the threshold on validation; the test split is scored
-    once, at the end."""
+    once, at the end. The out-of-distribution check is calibrated on the training and
+    validation images; `other_modality` (named sets of model inputs) adds to the sets
+    its flag rate is measured on."""
     given = len(examples)
     examples, x, skipped = decode_examples(examples, cfg.input_size)
     if split is not None and len(examples) != given:
@@ -290,7 +296,10 @@ def train(
         },
         "train_seconds": round(time.time() - started, 1),
     }
-    return TrainResult(model=model, card=card)
+    fitted, card["ood"] = calibrate_version(
+        model, x, groups, np.concatenate([tr, va]), te, other_modality
+    )
+    return TrainResult(model=model, card=card, ood=fitted)
 
 
 def _abnormal(ex: Example) -> bool:
@@ -310,6 +319,8 @@ def save_version(result: TrainResult, out: Path, command: str | None = None) -> 
     # Saved without the augmentation layers' training behaviour mattering: they are
     # identity at inference.
     result.model.save(out / "model.keras")
+    if result.ood is not None:
+        result.ood.save(out)
     card = dict(result.card)
     if command:
         card["command"] = command
@@ -387,7 +398,7 @@ def render_card(card: dict) -> str:
             "figures cropped from papers, so source-specific shortcuts are possible.",
             "",
         ]
-    )
+    ) + (render_ood_section(card["ood"]) if card.get("ood") else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -411,7 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k not in own})
     examples = load_examples(args.data, args.modality)
     log.info("%d examples", len(examples))
-    result = train(cfg, examples, progress=lambda e, logs: log.info("epoch %d %s", e, logs))
+    other = other_modality_inputs(Path(args.data), args.modality, cfg.input_size)
+    result = train(cfg, examples, progress=lambda e, logs: log.info("epoch %d %s", e, logs),
+                   other_modality=other)  # fmt: skip
     if args.cv_report:
         cv = json.loads(Path(args.cv_report).read_text())[args.cv_setting]
         result.card["cross_validation"] = {"setting": args.cv_setting, **cv}

@@ -18,7 +18,14 @@ from db.registry import (
 )
 from scanq import DISCLAIMER
 from web.serialize import job_json, model_json, result_json, results_csv
-from web.services import ApiError, bounded_number, db_session, settings, submit_inference_job
+from web.services import (
+    ApiError,
+    boolean_field,
+    bounded_number,
+    db_session,
+    settings,
+    submit_inference_job,
+)
 from web.training import submit_training_job
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -60,7 +67,12 @@ def create_job():
     modality = (request.form.get("modality") or "").strip().lower()
     if not modality:
         raise ApiError(400, "missing_modality", "modality is required: xray or ct")
-    job = submit_inference_job(uploads, modality, request.form.get("model_version") or None)
+    job = submit_inference_job(
+        uploads,
+        modality,
+        request.form.get("model_version") or None,
+        skip_out_of_distribution=boolean_field(request.form, "skip_out_of_distribution"),
+    )
     body = {
         "id": job.id,
         "status": job.status,

@@ -14,8 +14,8 @@ from db.models import MODALITIES, Job, ModelVersion, Scan
 from db.registry import active_version
 from models.backbones import BACKBONES
 from models.report import REPORT_FILES
-from web.serialize import result_status
-from web.services import ApiError, db_session, settings, submit_inference_job
+from web.serialize import ood_warning, result_status
+from web.services import ApiError, boolean_field, db_session, settings, submit_inference_job
 from web.training import submit_training_job
 
 bp = Blueprint("pages", __name__)
@@ -35,7 +35,8 @@ def upload():
     uploads = [(f.filename or "upload", f.read()) for f in request.files.getlist("files")]
     modality = request.form.get("modality", "")
     try:
-        job = submit_inference_job(uploads, modality)
+        skip = boolean_field(request.form, "skip_out_of_distribution")
+        job = submit_inference_job(uploads, modality, skip_out_of_distribution=skip)
     except ApiError as exc:
         with db_session() as session:
             jobs = session.scalars(select(Job).order_by(Job.created_at.desc()).limit(20)).all()
@@ -61,7 +62,12 @@ def job_page(job_id: str):
         rows = results_page(session, job_id, 500)
         version = session.get(ModelVersion, job.model_version_id) if job.model_version_id else None
         return render_template(
-            "job.html", job=job, rows=rows, version=version, result_status=result_status
+            "job.html",
+            job=job,
+            rows=rows,
+            version=version,
+            result_status=result_status,
+            ood_warning=ood_warning,
         )
 
 

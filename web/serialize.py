@@ -29,16 +29,15 @@ def job_json(job: Job) -> dict:
         "total": job.total,
         "done": job.done,
         "failed": job.failed,
+        # Scored images the model's out-of-distribution check flagged (within `done`).
+        "flagged": job.flagged or 0,
         "model_version": job.model_version_id,
         "created_at": iso(job.created_at),
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
         "error": job.error,
-        **(
-            {"progress": job.progress or {}, "options": job.options or {}}
-            if job.kind == "training"
-            else {}
-        ),
+        "options": job.options or {},
+        **({"progress": job.progress or {}} if job.kind == "training" else {}),
         "links": {
             "self": f"/api/v1/jobs/{job.id}",
             "results": f"/api/v1/jobs/{job.id}/results",
@@ -48,10 +47,26 @@ def job_json(job: Job) -> dict:
     }
 
 
+OOD_WARNING = (
+    "out of distribution: this image is unlike the scans the model was trained on, so "
+    "its probability means little"
+)
+
+
 def result_status(result: Result | None) -> str:
+    """pending, failed, scored, or skipped (flagged out of distribution in a job that
+    skips such images)."""
     if result is None:
         return "pending"
-    return "failed" if result.error else "scored"
+    if result.error:
+        return "failed"
+    return "skipped" if result.probability is None else "scored"
+
+
+def ood_warning(result: Result | None) -> str | None:
+    if result is None or not result.out_of_distribution:
+        return None
+    return f"{OOD_WARNING} ({result.ood_reason})" if result.ood_reason else OOD_WARNING
 
 
 def result_json(scan: Scan, result: Result | None) -> dict:
@@ -62,6 +77,10 @@ def result_json(scan: Scan, result: Result | None) -> dict:
         "probability": None if result is None else result.probability,
         "label": None if result is None else result.label,
         "model_version": None if result is None else result.model_version_id,
+        # None when the version has no out-of-distribution calibration.
+        "out_of_distribution": None if result is None else result.out_of_distribution,
+        "ood_score": None if result is None else result.ood_score,
+        "warning": ood_warning(result),
         "error": None if result is None else result.error,
         "sha256": scan.sha256,
         "width": scan.width,
@@ -96,6 +115,9 @@ CSV_COLUMNS = [
     "label",
     "threshold",
     "model_version",
+    "out_of_distribution",
+    "ood_score",
+    "warning",
     "error",
     "sha256",
 ]
@@ -118,6 +140,9 @@ def results_csv(rows: Iterable[tuple[Scan, Result | None]], thresholds: dict[int
                 item["label"] or "",
                 "" if mv is None else f"{thresholds.get(mv, float('nan')):.6f}",
                 "" if mv is None else mv,
+                {None: "", True: "true", False: "false"}[item["out_of_distribution"]],
+                "" if item["ood_score"] is None else f"{item['ood_score']:.4f}",
+                item["warning"] or "",
                 item["error"] or "",
                 item["sha256"] or "",
             ]

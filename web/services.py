@@ -45,6 +45,18 @@ def bounded_number(values: Mapping[str, str], name: str, kind: type, default, lo
     return value
 
 
+TRUE = {"1", "true", "yes", "on"}
+FALSE = {"", "0", "false", "no", "off"}
+
+
+def boolean_field(values: Mapping[str, str], name: str) -> bool:
+    """A yes/no form field (absent is no), with a 400 for anything else."""
+    raw = (values.get(name) or "").strip().lower()
+    if raw not in TRUE | FALSE:
+        raise ApiError(400, f"bad_{name}", f"{name} must be true or false")
+    return raw in TRUE
+
+
 def settings() -> Settings:
     return current_app.config["SCANQ_SETTINGS"]
 
@@ -81,7 +93,10 @@ def submit_inference_job(
     modality: str,
     model_version: str | None = None,
     owner: str | None = None,
+    skip_out_of_distribution: bool = False,
 ) -> Job:
+    """`skip_out_of_distribution`: images the model's out-of-distribution check flags
+    get no probability (by default they keep it, with a warning)."""
     cfg = settings()
     if not uploads:
         raise ApiError(400, "no_files", "send one or more images or .zip archives as `files`")
@@ -97,8 +112,9 @@ def submit_inference_job(
         if all(s.error for s in scans):
             detail = "; ".join(f"{s.filename}: {s.error}" for s in scans[:5])
             raise ApiError(422, "no_usable_images", f"no file could be used: {detail}")
+        options = {"skip_out_of_distribution": skip_out_of_distribution}
         job, batch_ids = create_inference_job(
-            session, modality, version.id, scans, cfg.batch_size, owner=owner
+            session, modality, version.id, scans, cfg.batch_size, owner=owner, options=options
         )
     enqueue_batches(batch_ids)
     return job

@@ -15,7 +15,7 @@ from models.probe import C_GRID
 from web.datasets import Dataset, DatasetError, load_dataset, resolve_server_folder, unpack_archive
 from web.extensions import get_celery
 from web.ingest import Limits
-from web.services import ApiError, bounded_number, db_session, settings
+from web.services import ApiError, boolean_field, bounded_number, db_session, settings
 from worker.celery_app import TRAIN_MODEL
 
 log = logging.getLogger(__name__)
@@ -37,15 +37,6 @@ OPTIONS: dict[str, tuple[type, object, float, float]] = {
 # finetune: head, then the top stage; probe: a linear model on frozen features (what the
 # shipped models use, and the better of the two on a few hundred images here).
 RECIPES = ("finetune", "probe")
-TRUE = {"1", "true", "yes", "on"}
-FALSE = {"", "0", "false", "no", "off"}
-
-
-def _flag(form: Mapping[str, str], name: str) -> bool:
-    raw = (form.get(name) or "").strip().lower()
-    if raw not in TRUE | FALSE:
-        raise ApiError(400, f"bad_{name}", f"{name} must be true or false")
-    return raw in TRUE
 
 
 def parse_training_request(form: Mapping[str, str]) -> tuple[str, dict, bool]:
@@ -67,9 +58,9 @@ def parse_training_request(form: Mapping[str, str]) -> tuple[str, dict, bool]:
     if recipe not in RECIPES:
         raise ApiError(400, "bad_recipe", f"recipe must be one of {', '.join(RECIPES)}")
     config["recipe"] = recipe
-    config["hflip"] = _flag(form, "hflip")
-    config["equalize"] = _flag(form, "equalize")
-    return modality, config, _flag(form, "activate")
+    config["hflip"] = boolean_field(form, "hflip")
+    config["equalize"] = boolean_field(form, "equalize")
+    return modality, config, boolean_field(form, "activate")
 
 
 def _dataset(archive: bytes | None, data_path: str | None, modality: str) -> tuple[Dataset, str]:

@@ -74,12 +74,41 @@ def decode_batch(refs: list[ScanRef], size: int, ready: dict[int, Future] | None
     return [f.result() for f in futures]
 
 
+@dataclass(frozen=True)
+class ScoringContext:
+    """What every row of one job's batch shares."""
+
+    predictor: object  # models.predictor.Predictor, or a stand-in in tests
+    threshold: float
+    job_id: str
+    version_id: int
+    # Job option: images flagged out of distribution get no probability at all.
+    skip_out_of_distribution: bool = False
+
+
+SKIPPED_NOTE = "; not scored (the job skips out-of-distribution images)"
+
+
+def _row(ref: ScanRef, ctx: ScoringContext) -> dict:
+    return {"scan_id": ref.scan_id, "job_id": ctx.job_id, "model_version_id": ctx.version_id}
+
+
+def _scored_row(ref: ScanRef, ctx: ScoringContext, p: float, verdict, per_image_ms: float):
+    row = _row(ref, ctx) | {
+        "ood_score": verdict.score,
+        "out_of_distribution": verdict.flagged,
+        "ood_reason": verdict.reason,
+        "timing_ms": round(per_image_ms, 3),
+    }
+    if verdict.flagged and ctx.skip_out_of_distribution:
+        return row | {"ood_reason": verdict.reason + SKIPPED_NOTE}
+    # A flagged image keeps its probability for the record; pages, CSV and API warn.
+    return row | {"probability": p, "label": "covid" if p >= ctx.threshold else "non_covid"}
+
+
 def score(
     refs: list[ScanRef],
-    predictor,
-    threshold: float,
-    job_id: str,
-    version_id: int,
+    ctx: ScoringContext,
     batch_id: int | None = None,
     next_batch: tuple[int, list[ScanRef]] | None = None,
 ) -> tuple[list[dict], dict]:
@@ -87,30 +116,26 @@ def score(
     milliseconds spent decoding and in the model. With `batch_id`, scans decoded ahead
     are used; with `next_batch`, that batch is decoded while this one is in the model."""
     t0 = time.perf_counter()
-    size = predictor.input_size
+    size = ctx.predictor.input_size
     ready = decode_ahead.take(batch_id, size) if batch_id is not None else {}
     decoded = decode_batch(refs, size, ready)
     if next_batch is not None:
         decode_ahead.start(*next_batch, size)
     t1 = time.perf_counter()
     good = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
-    probs = predictor.predict(np.stack([decoded[i] for i in good])) if good else []
+    probs, verdicts = (
+        ctx.predictor.predict_and_judge(np.stack([decoded[i] for i in good])) if good else ([], [])
+    )
     t2 = time.perf_counter()
     per_image_ms = (t2 - t0) * 1000 / max(len(refs), 1)
-    prob_of = dict(zip(good, probs, strict=True))
+    scored = dict(zip(good, zip(probs, verdicts, strict=True), strict=True))
     rows = []
     for i, ref in enumerate(refs):
-        row = {"scan_id": ref.scan_id, "job_id": job_id, "model_version_id": version_id}
-        if i in prob_of:
-            p = float(prob_of[i])
-            row |= {
-                "probability": p,
-                "label": "covid" if p >= threshold else "non_covid",
-                "timing_ms": round(per_image_ms, 3),
-            }
+        if i in scored:
+            p, verdict = scored[i]
+            rows.append(_scored_row(ref, ctx, float(p), verdict, per_image_ms))
         else:
-            row["error"] = decoded[i]
-        rows.append(row)
+            rows.append(_row(ref, ctx) | {"error": decoded[i]})
     stats = {"decode_ms": round((t1 - t0) * 1000, 2), "model_ms": round((t2 - t1) * 1000, 2)}
     return rows, stats
 
@@ -123,10 +148,7 @@ POISON_ERROR = (
 
 def score_one_by_one(
     refs: list[ScanRef],
-    predictor,
-    threshold: float,
-    job_id: str,
-    version_id: int,
+    ctx: ScoringContext,
     before_each: Callable[[ScanRef], None],
     after_each: Callable[[dict], None],
 ) -> list[dict]:
@@ -137,10 +159,9 @@ def score_one_by_one(
     for ref in refs:
         before_each(ref)
         try:
-            (row,), _stats = score([ref], predictor, threshold, job_id, version_id)
+            (row,), _stats = score([ref], ctx)
         except Exception as exc:  # whatever this one file does, the others go on
-            row = {"scan_id": ref.scan_id, "job_id": job_id, "model_version_id": version_id,
-                   "error": f"scoring failed: {type(exc).__name__}: {exc}"[:2000]}  # fmt: skip
+            row = _row(ref, ctx) | {"error": f"scoring failed: {type(exc).__name__}: {exc}"[:2000]}
         after_each(row)
         rows.append(row)
     return rows

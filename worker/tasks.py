@@ -43,7 +43,7 @@ def score_batch(batch_id: int) -> str:
     dying (a file that crashes the decoder or the process), or that raises, is scored
     one file at a time instead, so a poison file fails alone."""
     from worker import runtime
-    from worker.scoring import POISON_ERROR, ScanRef, score
+    from worker.scoring import POISON_ERROR, ScanRef, ScoringContext, score
 
     settings = get_settings()
     url = settings.database_url
@@ -58,6 +58,7 @@ def score_batch(batch_id: int) -> str:
             for s in pending_scans(session, batch_id)
         ]
         job_id, threshold = job.id, version.threshold
+        skip_ood = bool((job.options or {}).get("skip_out_of_distribution"))
         version_args = (version.id, version.path, version.temperature)
         queued = (batch.started_at - batch.enqueued_at) if batch.enqueued_at else None
         suspect, isolate = batch.probing_scan_id, batch.attempts > ISOLATE_AFTER_ATTEMPTS
@@ -77,18 +78,17 @@ def score_batch(batch_id: int) -> str:
         refs = [r for r in refs if r.scan_id != suspect]
     if refs:
         predictor = runtime.predictor_for(settings, *version_args)
+        ctx = ScoringContext(predictor, threshold, job_id, version_args[0], skip_ood)
         if not isolate:
             try:
-                scored, timings = score(refs, predictor, threshold, job_id, version_args[0],
-                                        batch_id, next_batch)  # fmt: skip
+                scored, timings = score(refs, ctx, batch_id, next_batch)
                 rows += scored
                 stats |= timings
             except Exception:
                 log.exception("batch %s failed whole; scoring its files one by one", batch_id)
                 isolate = True
         if isolate:
-            rows += _score_isolated(url, batch_id, refs, predictor, threshold, job_id,
-                                    version_args[0])  # fmt: skip
+            rows += _score_isolated(url, batch_id, refs, ctx)
     t0 = time.perf_counter()
     with session_scope(url) as session:
         # Rows scored one by one are already stored; the unique scan key skips them here.
@@ -100,7 +100,7 @@ def score_batch(batch_id: int) -> str:
     return f"scored {len(rows)}"
 
 
-def _score_isolated(url, batch_id, refs, predictor, threshold, job_id, version_id) -> list[dict]:
+def _score_isolated(url, batch_id, refs, ctx) -> list[dict]:
     from worker.scoring import score_one_by_one
 
     def before_each(ref) -> None:
@@ -111,8 +111,7 @@ def _score_isolated(url, batch_id, refs, predictor, threshold, job_id, version_i
         with session_scope(url) as session:
             store_results(session, [row])
 
-    return score_one_by_one(refs, predictor, threshold, job_id, version_id, before_each,
-                            after_each)  # fmt: skip
+    return score_one_by_one(refs, ctx, before_each, after_each)
 
 
 @shared_task(name=RECONCILE)

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import requests
 
+from models import ood_sets
 from scanq.settings import load_settings
 from tests.conftest import sample_images
 from worker.celery_app import RECONCILE, create_celery
@@ -64,22 +65,42 @@ def test_train_activate_score_and_roll_back(stack, shared_data, tmp_path):
     page = requests.get(f"{stack.url}/jobs/{job_id}").text
     assert "Val AUC" in page and f"v{new['id']}" in page
 
+    # the new version brings its own out-of-distribution calibration, measured
+    ood = new["metrics"]["ood"]
+    assert ood["flag_rates"]["blank_frames"]["rate"] == 1.0 and ood["threshold"] > 0
+
     # activate the new version: the next job is scored by it ...
     assert requests.post(f"{stack.url}/api/v1/models/{new['id']}/activate").json()["active"]
     images = sample_images(shared_data, "ct", "covid", 3)
     files = [("files", (p.name, p.read_bytes())) for p in images]
-    scored = requests.post(f"{stack.url}/api/v1/jobs", files=files, data={"modality": "ct"})
-    done = stack.wait_job(scored.json()["id"])
-    assert done["status"] == "succeeded" and done["model_version"] == new["id"]
-    items = requests.get(f"{stack.url}/api/v1/jobs/{done['id']}/results").json()["items"]
+    files.append(("files", ("blank.png", ood_sets.png_bytes(ood_sets.blank(1)[0]))))
+    done, items = _score_ct(stack, files)
+    assert done["model_version"] == new["id"]
     assert {i["model_version"] for i in items} == {new["id"]}
 
     # ... and one command rolls back; the version that scored a job cannot be deleted.
     back = stack.scanq("models", "activate", str(old_active))
     assert back.returncode == 0, back.stderr
     assert _models(stack)[old_active]["active"] and not _models(stack)[new["id"]]["active"]
+    # Each version judged the same files with its own calibration; the blank frame is
+    # flagged under both.
+    _, old_items = _score_ct(stack, files)
+    for a, b in zip(items, old_items, strict=True):
+        assert a["ood_score"] is not None and b["ood_score"] is not None
+        assert a["ood_score"] != b["ood_score"]
+    assert items[-1]["out_of_distribution"] and old_items[-1]["out_of_distribution"]
+    assert not any(i["out_of_distribution"] for i in old_items[:-1])
     refused = stack.scanq("models", "delete", str(new["id"]))
     assert refused.returncode != 0 and "model_version_in_use" in refused.stderr
+
+
+def _score_ct(stack, files) -> tuple[dict, list[dict]]:
+    resp = requests.post(f"{stack.url}/api/v1/jobs", files=files, data={"modality": "ct"})
+    done = stack.wait_job(resp.json()["id"])
+    assert done["status"] == "succeeded", stack.log("worker")
+    items = requests.get(f"{stack.url}/api/v1/jobs/{done['id']}/results").json()["items"]
+    order = [f[1][0] for f in files]
+    return done, sorted(items, key=lambda i: order.index(i["filename"]))
 
 
 def _children(pid: int) -> list[int]:

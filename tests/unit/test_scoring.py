@@ -2,8 +2,9 @@
 
 import numpy as np
 
+from models.ood import Verdict
 from tests.helpers import png
-from worker.scoring import ScanRef, score_one_by_one
+from worker.scoring import ScanRef, ScoringContext, score_one_by_one
 
 
 class Picky:
@@ -12,10 +13,10 @@ class Picky:
 
     input_size = 32
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
+    def predict_and_judge(self, images: np.ndarray):
         if any(np.ptp(im) == 0 for im in images):
             raise FloatingPointError("cannot score a uniform image")
-        return np.full(len(images), 0.7)
+        return np.full(len(images), 0.7), [Verdict(None, None, None)] * len(images)
 
 
 def test_one_bad_file_fails_alone(tmp_path):
@@ -25,7 +26,9 @@ def test_one_bad_file_fails_alone(tmp_path):
         path.write_bytes(content)
         refs.append(ScanRef(i, path))
     seen, stored = [], []
-    rows = score_one_by_one(refs, Picky(), 0.5, "job", 1, seen.append, stored.append)
+    rows = score_one_by_one(
+        refs, ScoringContext(Picky(), 0.5, "job", 1), seen.append, stored.append
+    )
     assert [r.scan_id for r in seen] == [0, 1, 2, 3]  # each file marked before scoring
     assert stored == rows and [r["scan_id"] for r in rows] == [0, 1, 2, 3]
     assert rows[0]["probability"] == rows[2]["probability"] == 0.7

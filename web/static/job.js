@@ -28,6 +28,8 @@
         counts.textContent = training
           ? `epoch ${job.done} of at most ${job.total}`
           : `${job.done} scored, ${job.failed} failed, of ${job.total}`;
+        const flagged = document.getElementById('flagged-count');
+        if (flagged) flagged.textContent = job.flagged;
         // Reload to show new rows: every epoch of a run, every 100 scored images.
         const step = training ? 1 : 100;
         if (finished(job.status) || job.done + job.failed - shown >= step) {

@@ -1,0 +1,138 @@
+"""Calibrate a model version's out-of-distribution check and measure it.
+
+Training calls `calibrate_version` for every new version; run this module to add the
+calibration to a version trained before it existed (the shipped models were):
+
+    python -m models.ood_calibration --version models/default/xray --data ../shared/data
+
+It re-derives the version's patient split from the seed in its card (and refuses if the
+split sizes differ), calibrates on the training + validation patients, and writes
+ood.npz plus an "ood" section with measured flag rates into card.json and MODEL_CARD.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from models import ood, ood_sets
+from models.preprocess import resize_square
+
+log = logging.getLogger(__name__)
+
+
+def _features(net, x: np.ndarray) -> np.ndarray:
+    return np.asarray(net.predict(x, batch_size=32, verbose=0)[1], dtype=np.float32)
+
+
+def ood_test_sets(
+    x_test: np.ndarray, size: int, other: dict[str, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
+    """Model inputs of every set a card reports: held-out scans (in distribution), then
+    what is not a scan of this modality."""
+    grey = [a[..., 0].astype(np.uint8) for a in x_test]
+    sets = {"in_distribution_test": x_test, **(other or {})}
+    for name, make in ood_sets.SYNTHETIC.items():
+        sets[name] = np.stack([resize_square(g, size) for g in make()])
+    if grey:
+        sets["rotated_scans"] = np.stack([resize_square(g, size) for g in ood_sets.rotated(grey)])
+        sets["inverted_scans"] = np.stack([resize_square(g, size) for g in ood_sets.inverted(grey)])
+    return sets
+
+
+def calibrate_version(
+    model,
+    x: np.ndarray,
+    groups: list[str],
+    fit_idx: np.ndarray,
+    test_idx: np.ndarray,
+    other: dict[str, np.ndarray] | None = None,
+    k: int = ood.DEFAULT_K,
+) -> tuple[ood.OODModel, dict]:
+    """(calibration, card section). `fit_idx` are the training + validation images,
+    `test_idx` the held-out patients, `other` named sets of another modality's inputs."""
+    net = ood.with_features(model)
+    feats = _features(net, x)
+    fitted, held_out = ood.calibrate(feats[fit_idx], [groups[i] for i in fit_idx], k=k)
+    size = int(x.shape[1])
+    sets = ood_test_sets(x[test_idx], size, other)
+    featured = {"in_distribution_test": (x[test_idx], feats[test_idx])}
+    featured |= {n: (v, _features(net, v)) for n, v in sets.items() if n not in featured}
+    section = {
+        "method": f"cosine k-nearest-neighbour (k={fitted.k}) on pooled backbone features",
+        "k": fitted.k,
+        "target_rate": fitted.target_rate,
+        "threshold": round(fitted.threshold, 6),
+        "n_calibration": int(len(fit_idx)),
+        "calibration_flag_rate": round(float(np.mean(held_out > 1.0)), 4),
+        "flag_rates": ood.flag_rates(fitted, featured),
+    }
+    return fitted, section
+
+
+def render_section(section: dict) -> str:
+    rows = "\n".join(
+        f"| {name} | {r['n']} | {r['flagged']} | {r['rate']:.3f} |"
+        for name, r in section["flag_rates"].items()
+    )
+    return (
+        "\n## Out-of-distribution flag\n\n"
+        f"{section['method']}; threshold at the {100 * (1 - section['target_rate']):g}th "
+        f"percentile of leave-patient-out scores of the {section['n_calibration']} training "
+        f"and validation images (flag rate there: {section['calibration_flag_rate']:.3f}). "
+        "Measured flag rates (`in_distribution_test` should be near the target; every "
+        "other set should be flagged):\n\n"
+        "| set | n | flagged | rate |\n|---|---:|---:|---:|\n" + rows + "\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    import keras
+
+    import models.layers  # noqa: F401
+    from models.dataset import load_examples, split_groups, train_val_test
+    from models.train import decode_examples, render_card
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--version", required=True, help="a model version folder")
+    ap.add_argument("--data", required=True, help="the dev data root the version was trained on")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    folder = Path(args.version)
+    card = json.loads((folder / "card.json").read_text())
+    modality, size = card["modality"], int(card["input_size"])
+    examples, x, _ = decode_examples(load_examples(args.data, modality), size)
+    tr, va, te = train_val_test(examples, seed=card["split"]["seed"])
+    if [len(tr), len(va), len(te)] != [card["split"][p] for p in ("train", "val", "test")]:
+        raise SystemExit("the data no longer gives the split this version was trained on")
+    model = keras.models.load_model(folder / "model.keras", compile=False)
+    other = other_modality_inputs(Path(args.data), modality, size)
+    fitted, section = calibrate_version(
+        model, x, split_groups(examples), np.concatenate([tr, va]), te, other
+    )
+    fitted.save(folder)
+    card["ood"] = section
+    (folder / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    (folder / "MODEL_CARD.md").write_text(render_card(card))
+    log.info("%s", json.dumps(section["flag_rates"]))
+    return 0
+
+
+def other_modality_inputs(data: Path, modality: str, size: int) -> dict[str, np.ndarray]:
+    """The other modality's dev images as a named set, when the data root has them."""
+    from models.dataset import load_examples
+    from models.train import decode_examples
+
+    other = "ct" if modality == "xray" else "xray"
+    if not (data / other / "labels.csv").exists():
+        return {}
+    _, x, _ = decode_examples(load_examples(data, other), size)
+    return {f"{other}_as_{modality}": x}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -77,13 +77,21 @@ class Client:
             raise ApiError(f"HTTP {resp.status_code}: {msg}")
         return resp
 
-    def submit(self, files: list[Path], modality: str, model_version: int | None = None) -> dict:
+    def submit(
+        self,
+        files: list[Path],
+        modality: str,
+        model_version: int | None = None,
+        skip_out_of_distribution: bool = False,
+    ) -> dict:
         handles = [open(f, "rb") for f in files]  # noqa: SIM115 - closed below
         try:
             parts = [("files", (f.name, h)) for f, h in zip(files, handles, strict=True)]
             data = {"modality": modality}
             if model_version is not None:
                 data["model_version"] = str(model_version)
+            if skip_out_of_distribution:
+                data["skip_out_of_distribution"] = "true"
             resp = self.http.post(
                 f"{self.base}/api/v1/jobs", files=parts, data=data, timeout=self.timeout
             )

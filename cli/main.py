@@ -128,14 +128,30 @@ def wait_for_job(client: Client, job_id: str, interval: float = 1.0, quiet: bool
     return job
 
 
+def summary_line(job: dict) -> str:
+    """E.g. "succeeded: 6 scored, 0 failed, of 7; 1 out of distribution (not scored)"."""
+    flagged = job.get("flagged", 0)
+    skipped = flagged if (job.get("options") or {}).get("skip_out_of_distribution") else 0
+    scored, failed, total = job["done"] - skipped, job["failed"], job["total"]
+    line = f"{job['status']}: {scored} scored, {failed} failed, of {total}"
+    if flagged:
+        line += f"; {flagged} out of distribution" + (" (not scored)" if skipped else "")
+    return line
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--modality", type=click.Choice(["xray", "ct"]), required=True)
 @click.option("--model-version", type=int, default=None)
+@click.option(
+    "--skip-out-of-distribution",
+    is_flag=True,
+    help="give no probability to images unlike the model's training scans",
+)
 @click.option("--wait", is_flag=True, help="show progress until the job ends")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @url_option
-def submit(paths, modality, model_version, wait, quiet, url) -> None:
+def submit(paths, modality, model_version, skip_out_of_distribution, wait, quiet, url) -> None:
     """Submit images, folders of images or .zip archives as one job; prints the job id."""
     try:
         files = list(expand_paths(list(paths)))
@@ -145,17 +161,13 @@ def submit(paths, modality, model_version, wait, quiet, url) -> None:
         raise click.UsageError("no image or .zip files found in the given paths")
     client = Client(url)
     try:
-        job = client.submit(files, modality, model_version)
+        job = client.submit(files, modality, model_version, skip_out_of_distribution)
     except (ApiError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(job["id"])
     if wait:
         final = wait_for_job(client, job["id"], quiet=quiet)
-        click.echo(
-            f"{final['status']}: {final['done']} scored, {final['failed']} failed, "
-            f"of {final['total']}",
-            err=True,
-        )
+        click.echo(summary_line(final), err=True)
         if final["status"] != "succeeded":
             sys.exit(1)
 

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from db.models import Batch, Job, Result, Scan
 from db.session import session_scope
+from models import ood_sets
 from scanq import DISCLAIMER
 from scanq.settings import load_settings
 from tests.conftest import sample_images
@@ -107,10 +108,12 @@ def test_cli_submit_wait_status_and_results(stack, shared_data, tmp_path):
     folder.mkdir()
     for p in sample_images(shared_data, "ct", "non_covid", 6):
         (folder / p.name).write_bytes(p.read_bytes())
-    run = stack.scanq("submit", str(folder), "--modality", "ct", "--wait", timeout=300)
+    (folder / "blank.png").write_bytes(ood_sets.png_bytes(ood_sets.blank(1)[0]))
+    run = stack.scanq("submit", str(folder), "--modality", "ct", "--skip-out-of-distribution",
+                      "--wait", timeout=300)  # fmt: skip
     assert run.returncode == 0, run.stderr
     job_id = run.stdout.strip().splitlines()[-1]
-    assert "succeeded: 6 scored, 0 failed, of 6" in run.stderr
+    assert "succeeded: 6 scored, 0 failed, of 7; 1 out of distribution (not scored)" in run.stderr
 
     status = stack.scanq("status", job_id)
     assert '"status": "succeeded"' in status.stdout
@@ -120,7 +123,7 @@ def test_cli_submit_wait_status_and_results(stack, shared_data, tmp_path):
     assert res.returncode == 0, res.stderr
     lines = out.read_text().splitlines()
     assert lines[0] == f"# {DISCLAIMER}"
-    assert len(lines) == 1 + 1 + 6
+    assert len(lines) == 1 + 1 + 7
 
     missing = stack.scanq("submit", str(tmp_path / "nope"), "--modality", "ct")
     assert missing.returncode != 0 and "no such file" in missing.stderr

@@ -81,12 +81,11 @@ def web(host: str, workers: int) -> None:
 
 @cli.command()
 def beat() -> None:
-    """Start celery beat (periodic reconciliation of lost batches)."""
+    """Start celery beat: reconciliation and retraining schedules. Several may run; one
+    holds the lock and fires."""
     from cli.processes import beat_command
 
-    settings = get_settings()
-    settings.run_dir.mkdir(parents=True, exist_ok=True)
-    cmd = beat_command(str(settings.run_dir / "celerybeat-schedule"))
+    cmd = beat_command()
     os.execv(cmd[0], cmd)
 
 

@@ -28,8 +28,10 @@ def worker_command(
     ]  # fmt: skip
 
 
-def beat_command(schedule_file: str) -> list[str]:
-    return [*celery_bin(), "-A", "worker.app", "beat", "-s", schedule_file, "--loglevel", "INFO"]
+def beat_command() -> list[str]:
+    """Beat with celery-redbeat's scheduler (set in worker.celery_app): its state and
+    lock live in Redis, so there is no local schedule file."""
+    return [*celery_bin(), "-A", "worker.app", "beat", "--loglevel", "INFO"]
 
 
 def web_command(port: int, workers: int = 2, host: str = "127.0.0.1") -> list[str]:

@@ -88,7 +88,7 @@ def run_stack(settings: Settings, host: str = "127.0.0.1") -> int:
         prepare(settings)
         sup.start("worker-inference", worker_command("inference", 1, "inference"), env)
         sup.start("worker-training", worker_command("training", 1, "training"), env)
-        sup.start("beat", beat_command(str(settings.run_dir / "celerybeat-schedule")), env)
+        sup.start("beat", beat_command(), env)
         sup.start("web", web_command(settings.port, host=host), env)
         click.echo(f"ScanQ is running: open http://{host}:{settings.port}/  (Ctrl-C stops)")
         sys.stdout.flush()

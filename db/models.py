@@ -157,3 +157,76 @@ class Result(Base):
 
     scan: Mapped[Scan] = relationship(back_populates="result")
     model_version: Mapped[ModelVersion | None] = relationship()
+
+
+LABELS = ("covid", "non_covid")
+
+
+class Review(Base):
+    """A reviewer's label for a scored image: confirms or corrects the model. Confirmed
+    labels (with the patient id when given) form the per-modality pool that scheduled
+    retraining learns from. One current review per scan; a new one replaces it."""
+
+    __tablename__ = "review"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scan_id: Mapped[int] = mapped_column(
+        ForeignKey("scan.id", ondelete="CASCADE"), unique=True, index=True
+    )
+    modality: Mapped[str] = mapped_column(String(8), index=True)
+    label: Mapped[str] = mapped_column(String(16))
+    patient_id: Mapped[str | None] = mapped_column(String(128))
+    reviewer: Mapped[str] = mapped_column(String(64))
+    model_label: Mapped[str | None] = mapped_column(String(16))  # what the model said
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )
+
+    scan: Mapped[Scan] = relationship()
+
+
+class Schedule(Base):
+    """Retraining on a timetable. The row is the source of truth; `scheduling.beat`
+    mirrors enabled rows into celery-redbeat entries, which one beat (holding redbeat's
+    lock) fires."""
+
+    __tablename__ = "schedule"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    modality: Mapped[str] = mapped_column(String(8))
+    cron: Mapped[str | None] = mapped_column(String(64))  # "m h dom mon dow"
+    interval_seconds: Mapped[int | None] = mapped_column(Integer)
+    config: Mapped[dict] = mapped_column(JSON, default=dict)  # models.train.TrainConfig fields
+    base_data_path: Mapped[str | None] = mapped_column(String(1024))
+    min_new_labels: Mapped[int] = mapped_column(Integer, default=0)
+    margin: Mapped[float] = mapped_column(Float, default=0.0)  # AUC the challenger must add
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # When it last fired; a conditional update on it makes a second firing of the same
+    # slot (two beats, a redelivered message) a no-op.
+    last_fired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Newest review time that a started run learned from: "new labels" are newer.
+    labels_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ScheduleRun(Base):
+    """One firing of a schedule and what came of it: skipped (too few new labels), a
+    training run, then the gate's decision (promoted or kept the champion) and why."""
+
+    __tablename__ = "schedule_run"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    schedule_id: Mapped[int] = mapped_column(
+        ForeignKey("schedule.id", ondelete="CASCADE"), index=True
+    )
+    fired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    status: Mapped[str] = mapped_column(String(16))  # skipped|training|promoted|kept|failed
+    reason: Mapped[str | None] = mapped_column(Text)
+    new_labels: Mapped[int] = mapped_column(Integer, default=0)
+    training_job_id: Mapped[str | None] = mapped_column(String(32))
+    champion_version_id: Mapped[int | None] = mapped_column(Integer)
+    challenger_version_id: Mapped[int | None] = mapped_column(Integer)
+    report: Mapped[dict | None] = mapped_column(JSON)  # both models on the same patients

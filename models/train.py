@@ -63,6 +63,16 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
 
+def expected_steps(config: dict) -> int:
+    """How many progress steps a run reports: epochs for fine-tuning, one per
+    regularisation strength tried for a probe. Jobs show "step n of at most N"."""
+    if config.get("recipe") == "probe":
+        from models.probe import C_GRID
+
+        return 1 if config.get("probe_c") else len(C_GRID)
+    return int(config.get("epochs", 30)) + int(config.get("finetune_epochs", 15))
+
+
 def load_arrays(examples: list[Example], size: int) -> np.ndarray:
     return np.stack([load_for_model(ex.path, size) for ex in examples])
 
@@ -201,6 +211,8 @@ class TrainResult:
     model: object
     card: dict
     ood: object = None  # models.ood.OODModel, saved beside the model
+    # The held-out patients' images: models.gate scores the champion on the same ones.
+    test_examples: list[Example] = field(default_factory=list)
 
 
 def train(
@@ -299,7 +311,8 @@ def train(
     fitted, card["ood"] = calibrate_version(
         model, x, groups, np.concatenate([tr, va]), te, other_modality
     )
-    return TrainResult(model=model, card=card, ood=fitted)
+    held_out = [examples[i] for i in te]
+    return TrainResult(model=model, card=card, ood=fitted, test_examples=held_out)
 
 
 def _abnormal(ex: Example) -> bool:

@@ -46,6 +46,8 @@ class Settings:
     training_stall_seconds: int = 1800
     # Server folders a training request may name as its data (besides uploaded sets).
     dataset_roots: tuple[Path, ...] = ()
+    # Beat looks for new or changed schedules at least this often (seconds).
+    beat_interval: int = 5
 
     @property
     def run_dir(self) -> Path:
@@ -74,6 +76,10 @@ class Settings:
         if stored.startswith("builtin/"):
             return self.model_dir / stored.split("/", 1)[1]
         return self.data_dir / stored
+
+    def heatmap_path(self, version_id: int, sha256: str) -> Path:
+        """Where the Grad-CAM picture of one image under one model version is kept."""
+        return self.data_dir / "heatmaps" / f"v{version_id}" / f"{sha256}.png"
 
     def resolved_redis_url(self) -> str:
         """REDIS_URL, or the embedded server's URL; a clear error when neither exists."""
@@ -109,6 +115,7 @@ def load_settings() -> Settings:
         max_files_per_job=_int("SCANQ_MAX_FILES", 10_000),
         visibility_timeout=_int("SCANQ_VISIBILITY_TIMEOUT", 3600),
         training_stall_seconds=_int("SCANQ_TRAINING_STALL", 1800),
+        beat_interval=_int("SCANQ_BEAT_INTERVAL", 5),
         environment=os.environ.get("SCANQ_ENV", "development").strip().lower(),
         dataset_roots=tuple(
             Path(p).absolute()

@@ -37,7 +37,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     from web.extensions import celery_init_app
 
     celery_init_app(app)
-    from web import api, pages
+    # api_* and pages_* add their routes to api.bp and pages.bp when imported.
+    from web import api, api_results, api_schedules, pages, pages_review  # noqa: F401
 
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from db.models import MODALITIES, Job
 from db.training_jobs import create_training_job, mark_sent
 from models.backbones import BACKBONES
-from models.probe import C_GRID
+from models.train import expected_steps
 from web.datasets import Dataset, DatasetError, load_dataset, resolve_server_folder, unpack_archive
 from web.extensions import get_celery
 from web.ingest import Limits
@@ -83,14 +83,9 @@ def submit_training_job(
 ) -> tuple[Job, dict]:
     modality, config, activate = parse_training_request(form)
     dataset, stored = _dataset(archive, (form.get("data_path") or "").strip() or None, modality)
-    # A probe reports one step per regularisation strength tried, not epochs.
-    if config["recipe"] == "probe":
-        total = 1 if config["probe_c"] else len(C_GRID)
-    else:
-        total = config["epochs"] + config["finetune_epochs"]
     options = {"dataset": stored, "config": config, "activate": activate}
     with db_session() as session:
-        job = create_training_job(session, modality, options, total, owner=owner)
+        job = create_training_job(session, modality, options, expected_steps(config), owner=owner)
     try:
         get_celery().send_task(TRAIN_MODEL, args=[job.id])
     except Exception:  # the broker is down: the reconciler sends it from SQL

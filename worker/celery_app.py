@@ -13,11 +13,22 @@ TRAINING_QUEUE = "training"
 SCORE_BATCH = "scanq.score_batch"
 TRAIN_MODEL = "scanq.train_model"
 RECONCILE = "scanq.reconcile"
+RUN_SCHEDULE = "scanq.run_schedule"
+EXPLAIN_SCAN = "scanq.explain_scan"
 
 
 def create_celery(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    app = Celery("scanq", include=["worker.tasks", "worker.training", "worker.signals"])
+    app = Celery(
+        "scanq",
+        include=[
+            "worker.tasks",
+            "worker.training",
+            "worker.retraining",
+            "worker.explain",
+            "worker.signals",
+        ],
+    )
     broker = settings.resolved_redis_url()
     app.conf.update(
         broker_url=broker,
@@ -31,6 +42,8 @@ def create_celery(settings: Settings | None = None) -> Celery:
         task_routes={
             SCORE_BATCH: {"queue": INFERENCE_QUEUE},
             RECONCILE: {"queue": INFERENCE_QUEUE},
+            RUN_SCHEDULE: {"queue": INFERENCE_QUEUE},
+            EXPLAIN_SCAN: {"queue": INFERENCE_QUEUE},
             TRAIN_MODEL: {"queue": TRAINING_QUEUE},
         },
         task_serializer="json",
@@ -42,5 +55,14 @@ def create_celery(settings: Settings | None = None) -> Celery:
         beat_schedule={
             "reconcile": {"task": RECONCILE, "schedule": 60.0},
         },
+        # Beat keeps its entries in Redis (celery-redbeat, see worker/beat.py): schedules
+        # made through the web are picked up without a restart, and a lock lets one beat
+        # of several fire. It looks for new entries at least every max_loop_interval
+        # seconds; a dead beat's lock lapses after five of those.
+        beat_scheduler="redbeat.RedBeatScheduler",
+        beat_max_loop_interval=settings.beat_interval,
+        redbeat_redis_url=broker,
+        redbeat_key_prefix="scanq:redbeat:",
+        redbeat_lock_timeout=settings.beat_interval * 5,
     )
     return app

@@ -21,6 +21,7 @@ from db.jobs import (
     store_results,
 )
 from db.models import Batch, Job, ModelVersion, utcnow
+from db.schedules import all_schedules, fail_runs_of_jobs
 from db.session import session_scope
 from db.training_jobs import fail_stalled_training, mark_sent, unsent_training_jobs
 from scanq.settings import get_settings
@@ -126,17 +127,29 @@ def reconcile(
         return utcnow() - timedelta(seconds=default if seconds is None else seconds)
 
     cutoff = ago(stale_after_seconds, settings.visibility_timeout)
+    _sync_schedules(settings)
     _reconcile_training(settings, cutoff, ago(training_stall_seconds,
                                                settings.training_stall_seconds))  # fmt: skip
     return _requeue_stale_batches(settings, cutoff)
+
+
+def _sync_schedules(settings) -> None:
+    """Re-create beat entries lost with Redis; drop those of deleted schedules."""
+    from worker.beat import sync_all
+
+    with session_scope(settings.database_url) as session:
+        rows = all_schedules(session)
+        sync_all(current_app, rows)
 
 
 def _reconcile_training(settings, sent_before: datetime, silent_since: datetime) -> None:
     """Training runs are never restarted: one whose worker went silent is failed, one
     whose message was lost before it started is sent again (it is claimed once)."""
     with session_scope(settings.database_url) as session:
-        for job_id in fail_stalled_training(session, silent_since):
+        stalled = fail_stalled_training(session, silent_since)
+        for job_id in stalled:
             log.warning("training job %s stopped reporting; marked failed", job_id)
+        fail_runs_of_jobs(session, stalled, "the training job stopped reporting")
         resend = unsent_training_jobs(session, sent_before)
         for job_id in resend:
             mark_sent(session, job_id)

@@ -16,6 +16,7 @@ from pathlib import Path
 from celery import shared_task
 
 from db.registry import register_version
+from db.schedules import finish_run
 from db.session import session_scope
 from db.training_jobs import (
     claim_training_job,
@@ -45,13 +46,21 @@ def train_model(job_id: str) -> str:
         if job is None:
             return "skipped"
         modality, options = job.modality, dict(job.options)
+    run_id = (options.get("gate") or {}).get("run")
     try:
-        return _run(settings, job_id, modality, options)
+        outcome = _run(settings, job_id, modality, options)
     except Exception as exc:  # any failure ends the job with its reason, never silently
         log.exception("training job %s failed", job_id)
+        reason = f"{type(exc).__name__}: {exc}"
         with session_scope(url) as session:
-            finish_training_job(session, job_id, "failed", error=f"{type(exc).__name__}: {exc}")
+            finish_training_job(session, job_id, "failed", error=reason)
+            if run_id:
+                finish_run(session, run_id, "failed", f"training failed: {reason}")
         return "failed"
+    if run_id and outcome == "cancelled":
+        with session_scope(url) as session:
+            finish_run(session, run_id, "failed", "the training job was cancelled")
+    return outcome
 
 
 def _run(settings: Settings, job_id: str, modality: str, options: dict) -> str:
@@ -78,6 +87,8 @@ def _run(settings: Settings, job_id: str, modality: str, options: dict) -> str:
     with session_scope(url) as session:
         set_stage(session, job_id, "loading images")
     examples = load_examples(dataset_path(settings, options["dataset"]), modality)
+    for extra in options.get("extra_datasets", []):  # a schedule's base data
+        examples += load_examples(dataset_path(settings, extra), modality)
     cfg = TrainConfig(modality=modality, **options["config"])
     with session_scope(url) as session:
         set_stage(session, job_id, "training")
@@ -97,8 +108,44 @@ def _run(settings: Settings, job_id: str, modality: str, options: dict) -> str:
             activate=bool(options.get("activate")),
             training_job_id=job_id,
         )
-        if finish_training_job(session, job_id, "succeeded", version.id):
-            return "succeeded"
-        session.rollback()  # cancelled while saving: no version from a cancelled run
-    shutil.rmtree(out, ignore_errors=True)
-    return "cancelled"
+        if not finish_training_job(session, job_id, "succeeded", version.id):
+            session.rollback()  # cancelled while saving: no version from a cancelled run
+            shutil.rmtree(out, ignore_errors=True)
+            return "cancelled"
+        version_id = version.id
+    if options.get("gate"):
+        with session_scope(url) as session:
+            set_stage(session, job_id, "comparing with the champion")
+        _gate(settings, options["gate"], version_id, result)
+    return "succeeded"
+
+
+def _gate(settings: Settings, gate: dict, challenger_id: int, result) -> None:
+    """Score champion and challenger on the challenger's held-back patients; promote
+    the challenger only if it is better (models.gate), and record the decision."""
+    from db.models import ModelVersion
+    from db.registry import activate_version
+    from models.gate import decide, evaluate_version
+
+    url = settings.database_url
+    with session_scope(url) as session:
+        versions = {
+            v.id: (settings.version_dir(v.path), v.temperature, v.threshold)
+            for v in session.query(ModelVersion).filter(
+                ModelVersion.id.in_([challenger_id, gate.get("champion") or -1])
+            )
+        }
+    held_out = result.test_examples
+    report = {"patients": len({ex.patient_id for ex in held_out}), "images": len(held_out)}
+    report["challenger"] = evaluate_version(*versions[challenger_id], held_out)
+    champion_id = gate.get("champion")
+    report["champion"] = (
+        evaluate_version(*versions[champion_id], held_out) if champion_id in versions else None
+    )
+    decision = decide(report["champion"], report["challenger"], float(gate.get("margin", 0)))
+    with session_scope(url) as session:
+        if decision.promote:
+            activate_version(session, challenger_id)
+        finish_run(session, gate["run"], "promoted" if decision.promote else "kept",
+                   decision.reason, challenger_version_id=challenger_id, report=report)  # fmt: skip
+    log.info("gate for version %s: %s", challenger_id, decision.reason)

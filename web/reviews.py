@@ -1,0 +1,96 @@
+"""One scored image seen closely: its result, threshold, model version, Grad-CAM
+picture and reviewer label. Shared by the JSON API and the result page."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqlalchemy import select
+
+from db.models import Job, ModelVersion, Result, Review, Scan
+from db.reviews import ReviewError, save_review
+from scanq import DISCLAIMER
+from web.extensions import get_celery
+from web.serialize import iso, result_json
+from web.services import ApiError, db_session, settings
+from worker.celery_app import EXPLAIN_SCAN
+
+
+def review_json(review: Review | None) -> dict | None:
+    if review is None:
+        return None
+    return {
+        "label": review.label,
+        "patient_id": review.patient_id,
+        "reviewer": review.reviewer,
+        "model_label": review.model_label,
+        "agrees_with_model": review.model_label == review.label,
+        "updated_at": iso(review.updated_at),
+    }
+
+
+def load_result(session, scan_id: int) -> tuple[Scan, Result | None, Job, ModelVersion | None]:
+    scan = session.get(Scan, scan_id)
+    if scan is None:
+        raise ApiError(404, "result_not_found", f"no scanned image {scan_id}")
+    result = session.scalar(select(Result).where(Result.scan_id == scan_id))
+    job = session.get(Job, scan.job_id)
+    version = (
+        session.get(ModelVersion, result.model_version_id)
+        if result and result.model_version_id
+        else None
+    )
+    return scan, result, job, version
+
+
+def result_detail(session, scan_id: int) -> dict:
+    scan, result, job, version = load_result(session, scan_id)
+    review = session.scalar(select(Review).where(Review.scan_id == scan_id))
+    body = result_json(scan, result)
+    body |= {
+        "job": job.id,
+        "modality": job.modality,
+        "threshold": version.threshold if version else None,
+        "model_label": version.label if version else None,
+        "review": review_json(review),
+        "disclaimer": DISCLAIMER,
+        "links": {
+            "image": f"/scans/{scan_id}/image.png",
+            "heatmap": f"/api/v1/results/{scan_id}/heatmap.png",
+            "review": f"/api/v1/results/{scan_id}/review",
+            "page": f"/results/{scan_id}",
+        },
+    }
+    return body
+
+
+def record_review(scan_id: int, values: Mapping) -> dict:
+    label = str(values.get("label") or "").strip().lower()
+    reviewer = str(values.get("reviewer") or "").strip() or "anonymous"
+    if len(reviewer) > 64:
+        raise ApiError(400, "bad_reviewer", "reviewer must be at most 64 characters")
+    patient = str(values.get("patient_id") or "").strip() or None
+    if patient and len(patient) > 128:
+        raise ApiError(400, "bad_patient_id", "patient_id must be at most 128 characters")
+    with db_session() as session:
+        try:
+            review = save_review(session, scan_id, label, reviewer, patient)
+        except LookupError:
+            raise ApiError(404, "result_not_found", f"no scanned image {scan_id}") from None
+        except ReviewError as exc:
+            code = "bad_label" if "label must" in str(exc) else "not_scored"
+            raise ApiError(400 if code == "bad_label" else 409, code, str(exc)) from None
+        return review_json(review)
+
+
+def heatmap_file(scan_id: int):
+    """(path if made, True if it can be made); asks a worker to make it if not."""
+    with db_session() as session:
+        scan, result, _job, version = load_result(session, scan_id)
+        if result is None or result.error or version is None:
+            return None, False
+        path = settings().heatmap_path(version.id, scan.sha256)
+    if path.exists():
+        return path, True
+    get_celery().send_task(EXPLAIN_SCAN, args=[scan_id])
+    return None, True

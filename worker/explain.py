@@ -1,0 +1,57 @@
+"""Grad-CAM pictures, made in the worker when someone opens a result (models.gradcam).
+
+The picture is the heat map over the original image at its own size, stored under the
+data dir by model version and content hash, so it is computed once per image and
+version whoever asks."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from celery import shared_task
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from db.models import ModelVersion, Result, Scan
+from db.session import session_scope
+from scanq.settings import get_settings
+from worker.celery_app import EXPLAIN_SCAN
+
+log = logging.getLogger(__name__)
+_explainers: dict[int, object] = {}
+
+
+@shared_task(name=EXPLAIN_SCAN, autoretry_for=(OperationalError,), retry_backoff=True,
+             max_retries=10)  # fmt: skip
+def explain_scan(scan_id: int) -> str:
+    from models.gradcam import explainer, overlay
+    from models.preprocess import decode_grayscale, resize_square
+    from worker import runtime
+
+    settings = get_settings()
+    with session_scope(settings.database_url) as session:
+        row = session.execute(
+            select(Scan.stored_path, Scan.sha256, ModelVersion)
+            .join(Result, Result.scan_id == Scan.id)
+            .join(ModelVersion, ModelVersion.id == Result.model_version_id)
+            .where(Scan.id == scan_id, Result.error.is_(None))
+        ).first()
+        if row is None:
+            return "not scored"
+        stored, sha, version = row
+        version_args = (version.id, version.path, version.temperature)
+    out = settings.heatmap_path(version_args[0], sha)
+    if out.exists():
+        return "exists"
+    predictor = runtime.predictor_for(settings, *version_args)
+    explain = _explainers.get(version_args[0])
+    if explain is None:
+        explain = _explainers[version_args[0]] = explainer(predictor.model)
+    gray = decode_grayscale(settings.data_dir / stored)
+    _prob, cam = explain(resize_square(gray, predictor.input_size))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.stem}.{os.getpid()}.tmp.png")
+    overlay(gray, cam).save(tmp)
+    os.replace(tmp, out)  # readers see a whole file or none
+    return "made"

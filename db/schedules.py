@@ -26,6 +26,8 @@ def claim_firing(session: Session, schedule_id: int, min_gap_seconds: float) -> 
             ),
         )
         .values(last_fired_at=now)
+        # Not evaluated against loaded rows in Python: SQLite hands back naive times.
+        .execution_options(synchronize_session=False)
     ).rowcount
     return bool(claimed)
 
@@ -43,6 +45,7 @@ def finish_run(session: Session, run_id: int, status: str, reason: str, **fields
         update(ScheduleRun)
         .where(ScheduleRun.id == run_id, ScheduleRun.status == "training")
         .values(status=status, reason=reason, **fields)
+        .execution_options(synchronize_session=False)
     )
 
 
@@ -76,6 +79,7 @@ def fail_runs_of_jobs(session: Session, job_ids: list[str], reason: str) -> None
             update(ScheduleRun)
             .where(ScheduleRun.training_job_id.in_(job_ids), ScheduleRun.status == "training")
             .values(status="failed", reason=reason)
+            .execution_options(synchronize_session=False)
         )
 
 

@@ -62,6 +62,7 @@ def create_celery(settings: Settings | None = None) -> Celery:
         beat_scheduler="redbeat.RedBeatScheduler",
         beat_max_loop_interval=settings.beat_interval,
         redbeat_redis_url=broker,
+        redbeat_redis_options={},
         redbeat_key_prefix="scanq:redbeat:",
         redbeat_lock_timeout=settings.beat_interval * 5,
     )

@@ -25,6 +25,11 @@ class IncomingScan:
     width: int | None = None
     height: int | None = None
     error: str | None = None
+    # DICOM: the series (or multi-frame file) it belongs to and its slice/frame number,
+    # and a warning found at upload (e.g. the file says CT, the job is for X-rays).
+    series: str | None = None
+    frame: int | None = None
+    note: str | None = None
 
 
 def create_inference_job(
@@ -73,6 +78,9 @@ def create_inference_job(
             size_bytes=item.size_bytes,
             width=item.width,
             height=item.height,
+            series=item.series,
+            frame=item.frame,
+            note=item.note,
         )
         session.add(scan)
         if item.error is not None:
@@ -218,3 +226,25 @@ def results_page(
         .limit(limit)
     ).all()
     return [(scan, result) for scan, result in rows]
+
+
+def series_summary(session: Session, job_id: str) -> list[dict]:
+    """Per DICOM series (or multi-frame file) of a job: its images, how many were
+    scored, and its highest slice probability with that slice's label and scan id."""
+    rows = session.execute(
+        select(Scan.series, Scan.id, Result.probability, Result.label)
+        .outerjoin(Result, Result.scan_id == Scan.id)
+        .where(Scan.job_id == job_id, Scan.series.is_not(None))
+        .order_by(Scan.series, Scan.position)
+    ).all()
+    out: dict[str, dict] = {}
+    for series, scan_id, probability, label in rows:
+        s = out.setdefault(series, {"series": series, "images": 0, "scored": 0,
+                                    "max_probability": None, "max_scan_id": None,
+                                    "label": None})  # fmt: skip
+        s["images"] += 1
+        if probability is not None:
+            s["scored"] += 1
+            if s["max_probability"] is None or probability > s["max_probability"]:
+                s |= {"max_probability": probability, "max_scan_id": scan_id, "label": label}
+    return list(out.values())

@@ -129,6 +129,11 @@ class Scan(Base):
     size_bytes: Mapped[int | None] = mapped_column(Integer)
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
+    # DICOM: a CT series (SeriesInstanceUID) or a multi-frame file, and the slice or
+    # frame number within it; the series summary is its highest slice probability.
+    series: Mapped[str | None] = mapped_column(String(128), index=True)
+    frame: Mapped[int | None] = mapped_column(Integer)
+    note: Mapped[str | None] = mapped_column(String(300))  # a warning found at upload
 
     result: Mapped[Result | None] = relationship(back_populates="scan", uselist=False)
 

@@ -25,3 +25,50 @@ def zip_of(entries: dict[str, bytes], links: dict[str, str] | None = None) -> by
             info.external_attr = (stat.S_IFLNK | 0o777) << 16
             zf.writestr(info, target)
     return buf.getvalue()
+
+
+def dicom_bytes(
+    frames,
+    modality: str = "CT",
+    photometric: str = "MONOCHROME2",
+    slope: float = 1.0,
+    intercept: float = 0.0,
+    series_uid: str | None = None,
+    instance: int = 1,
+    window: tuple[float, float] | None = None,
+    compress: str | None = None,
+) -> bytes:
+    """A Part-10 DICOM file of 16-bit stored values (one array (H, W) or a list of
+    frames), as a scanner would write it."""
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    stack = np.asarray(frames if isinstance(frames, list) else [frames], dtype=np.uint16)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = (
+        meta.MediaStorageSOPClassUID,
+        meta.MediaStorageSOPInstanceUID,
+    )
+    ds.Modality, ds.PatientID = modality, "TEST"
+    ds.SeriesInstanceUID = series_uid or generate_uid()
+    ds.InstanceNumber = instance
+    ds.Rows, ds.Columns = stack.shape[1:]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    if len(stack) > 1:
+        ds.NumberOfFrames = len(stack)
+    ds.PixelData = stack.tobytes()
+    if compress:
+        ds.compress(compress)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()

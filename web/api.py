@@ -7,7 +7,7 @@ import shutil
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select
 
-from db.jobs import cancel_job, results_page
+from db.jobs import cancel_job, results_page, series_summary
 from db.models import Job, ModelVersion
 from db.registry import (
     VersionInUse,
@@ -145,6 +145,15 @@ def results(job_id: str):
             ),
             disclaimer=DISCLAIMER,
         )
+
+
+@bp.get("/jobs/<job_id>/series")
+def series(job_id: str):
+    """DICOM series and multi-frame files of a job, each summarised by its highest
+    slice probability."""
+    with db_session() as session:
+        _get_job(session, job_id)
+        return jsonify(items=series_summary(session, job_id), disclaimer=DISCLAIMER)
 
 
 @bp.get("/jobs/<job_id>/results.csv")

@@ -20,6 +20,7 @@ from typing import NamedTuple
 from PIL import Image
 
 from db.jobs import IncomingScan
+from models.dicom import DicomError, is_dicom, read_dicom
 from web.storage import store_bytes
 
 MAX_PIXELS = 100_000_000
@@ -116,17 +117,57 @@ def archive_members(
             yield name, content
 
 
-def _verdict(name: str, content: bytes | str, data_dir) -> IncomingScan:
-    """Check one file and store it if usable."""
+def _verdict(name: str, content: bytes | str, data_dir, modality: str) -> list[IncomingScan]:
+    """Check one file and store it if usable; a DICOM file gives one scan per frame."""
     if isinstance(content, str):
-        return IncomingScan(filename=name, error=content)
+        return [IncomingScan(filename=name, error=content)]
+    if is_dicom(content):
+        return _dicom_scans(name, content, data_dir, modality)
     try:
         width, height, _format = check_image(content)
     except ValueError as exc:
-        return IncomingScan(filename=name, size_bytes=len(content), error=str(exc))
+        return [IncomingScan(filename=name, size_bytes=len(content), error=str(exc))]
     digest, rel = store_bytes(data_dir, content)
-    return IncomingScan(filename=name, sha256=digest, stored_path=rel, size_bytes=len(content),
-                        width=width, height=height)  # fmt: skip
+    return [IncomingScan(filename=name, sha256=digest, stored_path=rel, size_bytes=len(content),
+                         width=width, height=height)]  # fmt: skip
+
+
+def _dicom_scans(name: str, content: bytes, data_dir, modality: str) -> list[IncomingScan]:
+    """Each frame, windowed for the job's modality (models.dicom), stored as an 8-bit
+    PNG named by its hash. A multi-frame file is a series of its own; single slices
+    join the series their SeriesInstanceUID names."""
+    try:
+        image = read_dicom(content, modality)
+    except DicomError as exc:
+        return [IncomingScan(filename=name, size_bytes=len(content), error=str(exc))]
+    note = None
+    if image.scanq_modality and image.scanq_modality != modality:
+        note = (
+            f"the DICOM file says Modality {image.modality} ({image.scanq_modality}), "
+            f"but the job is for {modality}"
+        )
+    many = len(image.frames) > 1
+    series = (image.series_uid or name) if many else image.series_uid
+    out = []
+    for i, frame in enumerate(image.frames, start=1):
+        label = f"{name} [frame {i}/{len(image.frames)}]" if many else name
+        h, w = frame.shape
+        if min(h, w) < MIN_SIDE:
+            out.append(IncomingScan(filename=label, error=f"image is {w}x{h}: smaller than "
+                                    f"{MIN_SIDE} px on a side"))  # fmt: skip
+            continue
+        png = _png(frame)
+        digest, rel = store_bytes(data_dir, png)
+        out.append(IncomingScan(filename=label, sha256=digest, stored_path=rel,
+                                size_bytes=len(png), width=w, height=h, series=series,
+                                frame=i if many else image.instance_number, note=note))  # fmt: skip
+    return out
+
+
+def _png(gray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(gray, mode="L").save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _files(
@@ -147,12 +188,19 @@ def _files(
             yield item
 
 
-def ingest(uploads: Iterable[tuple[str, bytes]], data_dir, limits: Limits) -> list[IncomingScan]:
-    """Store every usable image; return one IncomingScan per file, in upload order.
-    Checking, hashing and writing run in a few threads (Pillow, hashlib and file I/O
-    release the GIL), since the whole upload waits for them before any scoring starts."""
+def ingest(
+    uploads: Iterable[tuple[str, bytes]], data_dir, limits: Limits, modality: str = "xray"
+) -> list[IncomingScan]:
+    """Store every usable image; return one IncomingScan per image (a DICOM file may
+    hold many), in upload order. Checking, hashing and writing run in a few threads
+    (Pillow, hashlib and file I/O release the GIL), since the whole upload waits for
+    them before any scoring starts."""
     files = list(_files(uploads, limits))
-    return list(_ingest_pool.map(lambda f: _verdict(f[0], f[1], data_dir), files))
+    verdicts = _ingest_pool.map(lambda f: _verdict(f[0], f[1], data_dir, modality), files)
+    scans = [scan for per_file in verdicts for scan in per_file]
+    if len(scans) > limits.max_files:
+        raise UploadError(f"more than {limits.max_files} images (DICOM frames count) in one job")
+    return scans
 
 
 _ingest_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ingest")

@@ -9,7 +9,7 @@ from flask import Blueprint, abort, redirect, render_template, request, send_fil
 from PIL import Image
 from sqlalchemy import select
 
-from db.jobs import results_page
+from db.jobs import results_page, series_summary
 from db.models import MODALITIES, Job, ModelVersion, Scan
 from db.registry import active_version
 from models.backbones import BACKBONES
@@ -60,6 +60,7 @@ def job_page(job_id: str):
         if job is None:
             abort(404)
         rows = results_page(session, job_id, 500)
+        series = series_summary(session, job_id)
         version = session.get(ModelVersion, job.model_version_id) if job.model_version_id else None
         return render_template(
             "job.html",
@@ -68,6 +69,7 @@ def job_page(job_id: str):
             version=version,
             result_status=result_status,
             ood_warning=ood_warning,
+            series=series,
         )
 
 

@@ -69,6 +69,12 @@ def ood_warning(result: Result | None) -> str | None:
     return f"{OOD_WARNING} ({result.ood_reason})" if result.ood_reason else OOD_WARNING
 
 
+def warnings_of(scan: Scan, result: Result | None) -> str | None:
+    """Everything a reader of this result should be warned about, in one line."""
+    parts = [w for w in (scan.note, ood_warning(result)) if w]
+    return "; ".join(parts) or None
+
+
 def result_json(scan: Scan, result: Result | None) -> dict:
     return {
         "scan_id": scan.id,
@@ -80,11 +86,13 @@ def result_json(scan: Scan, result: Result | None) -> dict:
         # None when the version has no out-of-distribution calibration.
         "out_of_distribution": None if result is None else result.out_of_distribution,
         "ood_score": None if result is None else result.ood_score,
-        "warning": ood_warning(result),
+        "warning": warnings_of(scan, result),
         "error": None if result is None else result.error,
         "sha256": scan.sha256,
         "width": scan.width,
         "height": scan.height,
+        "series": scan.series,
+        "frame": scan.frame,
     }
 
 
@@ -120,6 +128,8 @@ CSV_COLUMNS = [
     "warning",
     "error",
     "sha256",
+    "series",
+    "frame",
 ]
 
 
@@ -145,6 +155,8 @@ def results_csv(rows: Iterable[tuple[Scan, Result | None]], thresholds: dict[int
                 item["warning"] or "",
                 item["error"] or "",
                 item["sha256"] or "",
+                item["series"] or "",
+                "" if item["frame"] is None else item["frame"],
             ]
         )
     return buf.getvalue()

@@ -104,7 +104,7 @@ def submit_inference_job(
         version = resolve_model_version(session, modality, model_version)
         limits = Limits(cfg.max_files_per_job, cfg.max_archive_ratio, cfg.max_upload_bytes)
         try:
-            scans = ingest(uploads, cfg.data_dir, limits)
+            scans = ingest(uploads, cfg.data_dir, limits, modality)
         except UploadError as exc:
             raise ApiError(400, "too_many_files", str(exc)) from None
         if not scans:

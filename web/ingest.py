@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import stat
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +24,10 @@ from db.jobs import IncomingScan
 from models.dicom import DicomError, is_dicom, read_dicom
 from web.storage import store_bytes
 
+# What zipfile raises on damaged archives (found by tests/unit/test_fuzz_inputs.py:
+# a mangled header gives ValueError "negative seek value", not BadZipFile).
+ZIP_ERRORS = (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, ValueError,
+              EOFError, zlib.error)  # fmt: skip
 MAX_PIXELS = 100_000_000
 MIN_SIDE = 16
 ARCHIVE_SUFFIXES = {".zip"}
@@ -78,7 +83,7 @@ def archive_members(
     """(display name, bytes or error) for each file entry of a zip archive."""
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
+    except ZIP_ERRORS:
         yield archive_name, "not a readable zip archive"
         return
     with zf:
@@ -108,8 +113,8 @@ def archive_members(
             try:
                 with zf.open(info) as fh:
                     content = fh.read(limits.max_member_bytes + 1)
-            except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as exc:
-                yield name, f"cannot read archive member: {exc}"
+            except ZIP_ERRORS as exc:
+                yield name, f"cannot read archive member: {type(exc).__name__}: {exc}"[:300]
                 continue
             if len(content) > limits.max_member_bytes:
                 yield name, "archive member is too large"

@@ -71,6 +71,11 @@ def cases() -> dict[str, tuple[bytes, str | None]]:
         "nested.zip": (_zip({"inner.zip": _zip({"x.png": good})}), "nested archives"),
         "zip_bomb.zip": (_zip({"zeros.png": b"\0" * 20_000_000}), "expands far beyond"),
         "broken.zip": (b"PK\x03\x04" + b"\0" * 40, "not a readable zip archive"),
+        # Found by the fuzzer: zipfile raised ValueError (negative seek), not BadZipFile.
+        "mangled_header.zip": (
+            _zip({"a.png": good, "b/c.png": good})[1:],
+            "cannot read archive member",
+        ),
         "fake.dcm": (b"\0" * 128 + b"DICM" + b"\x02\x00garbage" * 10, "no pixel data"),
         "truncated.dcm": (whole_dcm[:-3000], "cannot decode DICOM pixel data"),
         "good.dcm": (whole_dcm, None),

@@ -90,6 +90,9 @@ def archive_members(
         for info in zf.infolist():
             name = f"{archive_name}/{_display_name(info.filename)}"
             mode = info.external_attr >> 16
+            if not info.filename:  # found by atheris: zipfile's is_dir() fails on these
+                yield name, "archive entry without a name"
+                continue
             if info.is_dir():
                 continue
             if stat.S_ISLNK(mode):

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -81,3 +82,21 @@ def test_archive_reader_never_raises(data):
         assert isinstance(content, bytes | str)
         if isinstance(content, bytes):
             assert len(content) <= LIMITS.max_member_bytes
+
+
+def test_coverage_guided_fuzzing_finds_no_crash_in_a_short_run(tmp_path):
+    """atheris (libFuzzer) for a few thousand inputs, seeded with the hostile corpus."""
+    import shutil
+    import subprocess
+    import sys
+
+    pytest.importorskip("atheris")
+    corpus = tmp_path / "corpus"
+    shutil.copytree(CORPUS, corpus)
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.fuzz.atheris_inputs", "-atheris_runs=3000",
+         "-max_len=20000", f"-artifact_prefix={tmp_path}/", str(corpus)],
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Done 3000 " in run.stderr, run.stderr[-1000:]

@@ -57,7 +57,7 @@ def run_load(stack: LocalStack, images: list[Path], args) -> dict:
 
     def poller(k: int) -> None:
         rng = random.Random(1000 + k)
-        session = requests.Session()
+        session = stack.session()
         sent = 0
         while not stop.is_set() and sent < args.max_requests_per_poller:
             with lock:
@@ -89,7 +89,9 @@ def run_load(stack: LocalStack, images: list[Path], args) -> dict:
     for t in submitters:
         t.join()
     while time.monotonic() < deadline:
-        states = [requests.get(f"{stack.url}/api/v1/jobs/{j}", timeout=30).json() for j in job_ids]
+        states = [
+            stack.http.get(f"{stack.url}/api/v1/jobs/{j}", timeout=30).json() for j in job_ids
+        ]
         if all(s["status"] in FINAL_STATUSES for s in states):
             break
         time.sleep(1)
@@ -97,7 +99,7 @@ def run_load(stack: LocalStack, images: list[Path], args) -> dict:
     for t in pollers:
         t.join(15)
     elapsed = time.perf_counter() - t0
-    states = [requests.get(f"{stack.url}/api/v1/jobs/{j}", timeout=30).json() for j in job_ids]
+    states = [stack.http.get(f"{stack.url}/api/v1/jobs/{j}", timeout=30).json() for j in job_ids]
     scored = sum(s["done"] for s in states)
     lat = np.asarray(latencies)
     return {
@@ -131,7 +133,7 @@ def run_soak(stack: LocalStack, images: list[Path], n: int) -> dict:
     job_id, t_start, _u = stack.submit(files)
     samples = []
     while True:
-        job = requests.get(f"{stack.url}/api/v1/jobs/{job_id}", timeout=30).json()
+        job = stack.http.get(f"{stack.url}/api/v1/jobs/{job_id}", timeout=30).json()
         samples.append((job["done"] + job["failed"], stack.inference_worker_rss_kb()))
         if job["status"] in FINAL_STATUSES:
             break

@@ -42,13 +42,26 @@ class LocalStack:
         while time.monotonic() < deadline:
             try:
                 if requests.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return self
+                    return self._logged_in()
             except requests.ConnectionError:
                 pass
             if self.proc.poll() is not None:
                 break
             time.sleep(0.5)
         raise RuntimeError(f"stack did not start; see {self.data_dir / 'stack.log'}")
+
+    def _logged_in(self) -> LocalStack:
+        """Requests carry the token of the admin that the first `scanq up` made."""
+        self.token = (self.data_dir / "run" / "admin.token").read_text().strip()
+        self.env["SCANQ_TOKEN"] = self.token
+        self.http = self.session()
+        return self
+
+    def session(self) -> requests.Session:
+        """A new HTTP session (one per thread) that sends the admin's token."""
+        http = requests.Session()
+        http.headers["Authorization"] = f"Bearer {self.token}"
+        return http
 
     def __exit__(self, *exc) -> None:
         self.proc.send_signal(signal.SIGINT)
@@ -67,12 +80,12 @@ class LocalStack:
         if version_id is not None:
             data["model_version"] = str(version_id)
         start, t0 = time.time(), time.perf_counter()
-        resp = requests.post(f"{self.url}/api/v1/jobs", files=parts, data=data, timeout=600)
+        resp = self.http.post(f"{self.url}/api/v1/jobs", files=parts, data=data, timeout=600)
         resp.raise_for_status()
         return resp.json()["id"], start, time.perf_counter() - t0
 
     def wait(self, job_id: str, timeout: float = 3600) -> dict:
-        return Client(self.url).wait(job_id, timeout, interval=0.2)
+        return Client(self.url, token=self.token).wait(job_id, timeout, interval=0.2)
 
     def inference_worker_rss_kb(self) -> int:
         """Resident memory of the inference worker's pool processes (where models run)."""

@@ -89,15 +89,15 @@ class StatusProbe(threading.Thread):
     """Polls the job's status endpoint, timing each answer: four times a second, four
     times as often as the job page does."""
 
-    def __init__(self, url: str, interval: float = 0.25):
+    def __init__(self, url: str, session_factory, interval: float = 0.25):
         super().__init__(daemon=True)
-        self.url, self.interval = url, interval
+        self.url, self.interval, self.session_factory = url, interval, session_factory
         self.latencies: list[float] = []
         self.errors = 0
         self.stop = threading.Event()
 
     def run(self) -> None:
-        session = requests.Session()
+        session = self.session_factory()
         while not self.stop.is_set():
             t0 = time.perf_counter()
             try:
@@ -137,7 +137,7 @@ def measure(stack: LocalStack, backbone: str, images: list[Path], n: int, batch_
     assert stack.wait(warm)["status"] == "succeeded", f"warm-up failed: {stack.data_dir}"
     files = [images[i % len(images)] for i in range(n)]
     job_id, start, upload_s = stack.submit(files, version_id)
-    probe = StatusProbe(f"{stack.url}/api/v1/jobs/{job_id}")
+    probe = StatusProbe(f"{stack.url}/api/v1/jobs/{job_id}", stack.session)
     probe.start()
     job = stack.wait(job_id)
     probe.stop.set()

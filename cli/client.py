@@ -27,6 +27,19 @@ def default_url() -> str:
     return os.environ.get("SCANQ_URL") or f"http://127.0.0.1:{os.environ.get('SCANQ_PORT', '5000')}"
 
 
+def default_token() -> str | None:
+    """$SCANQ_TOKEN, else the local admin token the first `scanq up` wrote."""
+    if os.environ.get("SCANQ_TOKEN"):
+        return os.environ["SCANQ_TOKEN"]
+    from scanq.settings import load_settings
+
+    path = load_settings().admin_token_file
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
 def zip_labelled_folder(root: Path) -> bytes:
     """The covid/ and non_covid/ images of a folder, and its labels.csv, as a .zip."""
     buf = io.BytesIO()
@@ -59,10 +72,10 @@ def expand_paths(paths: list[str]) -> Iterator[Path]:
 
 
 class Client:
-    def __init__(self, base_url: str | None = None, timeout: float = 600):
+    def __init__(self, base_url: str | None = None, timeout: float = 600, token: str | None = None):
         self.base = (base_url or default_url()).rstrip("/")
         self.http = requests.Session()
-        token = os.environ.get("SCANQ_TOKEN")
+        token = token or default_token()
         if token:
             self.http.headers["Authorization"] = f"Bearer {token}"
         self.timeout = timeout

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from cli.accounts import token, user
 from cli.client import ApiError, Client, expand_paths, zip_labelled_folder
 from scanq import DISCLAIMER
 from scanq.settings import get_settings
@@ -279,6 +280,10 @@ def train(modality, data, server_path, backbone, recipe, equalize, epochs, finet
         if final["status"] != "succeeded":
             raise click.ClickException(f"training {final['status']}: {final.get('error') or ''}")
         click.echo(f"model version {final['model_version']} is ready", err=True)
+
+
+cli.add_command(token)
+cli.add_command(user)
 
 
 @cli.group()

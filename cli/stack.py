@@ -29,6 +29,35 @@ def prepare(settings: Settings) -> None:
             click.echo(f"registered shipped model {v.label}", err=True)
 
 
+def first_admin(settings: Settings) -> None:
+    """On the first start, a local admin so the embedded default works at once: its
+    password and token are printed once; the token is also kept in var/run/admin.token
+    (owner-only) where the local `scanq` commands find it."""
+    import secrets
+
+    from sqlalchemy import func, select
+
+    from db.accounts import audit, create_token, ensure_user
+    from db.models import User
+
+    with session_scope(settings.database_url) as session:
+        if session.scalar(select(func.count(User.id))):
+            return
+        password = secrets.token_urlsafe(12)
+        admin = ensure_user(session, "admin", "admin", password=password)
+        token = create_token(session, admin, "made by the first scanq up")
+        audit(session, None, "create_user", "user:admin", {"role": "admin", "by": "scanq up"})
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.admin_token_file
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(token + "\n")
+    click.echo(
+        f"First start: created the admin user.\n  log in as: admin / {password}\n"
+        f"  API token: {token}\n  (shown once; the token is also in {path})"
+    )
+
+
 @dataclass
 class Supervisor:
     children: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
@@ -86,6 +115,7 @@ def run_stack(settings: Settings, host: str = "127.0.0.1") -> int:
             settings.redis_url_file.write_text(url + "\n")
             click.echo(f"private Redis at {url} (data in {settings.data_dir / 'redis'})", err=True)
         prepare(settings)
+        first_admin(settings)
         sup.start("worker-inference", worker_command("inference", 1, "inference"), env)
         sup.start("worker-training", worker_command("training", 1, "training"), env)
         sup.start("beat", beat_command(), env)

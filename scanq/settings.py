@@ -77,6 +77,11 @@ class Settings:
             return self.model_dir / stored.split("/", 1)[1]
         return self.data_dir / stored
 
+    @property
+    def admin_token_file(self) -> Path:
+        """The first admin's token, written by the first `scanq up` for local commands."""
+        return self.run_dir / "admin.token"
+
     def heatmap_path(self, version_id: int, sha256: str) -> Path:
         """Where the Grad-CAM picture of one image under one model version is kept."""
         return self.data_dir / "heatmaps" / f"v{version_id}" / f"{sha256}.png"

@@ -91,6 +91,9 @@ class Stack:
 
         migrated = self.scanq("migrate")
         assert migrated.returncode == 0, migrated.stderr
+        self.token = self.make_user("tester", admin=True)
+        self.env["SCANQ_TOKEN"] = self.token  # for `scanq` commands
+        self.http = self.session(self.token)  # for requests
         self.worker = self.spawn("worker", worker_command("inference,training", 1, "test"))
         self.spawn("web", web_command(self.port, workers=2))
         deadline = time.monotonic() + 60
@@ -102,6 +105,24 @@ class Stack:
                 pass
             time.sleep(0.3)
         raise RuntimeError(f"web did not start: {self.log('web')}")
+
+    PASSWORD = "correct horse battery"
+
+    def make_user(self, name: str, admin: bool = False) -> str:
+        """A user with a login password (PASSWORD) and a fresh API token."""
+        flags = ["--admin"] if admin else []
+        made = self.scanq("user", "password", name, *flags, input=self.PASSWORD + "\n")
+        assert made.returncode == 0, made.stderr
+        token = self.scanq("token", "create", "--user", name)
+        assert token.returncode == 0, token.stderr
+        return token.stdout.strip()
+
+    @staticmethod
+    def session(token: str | None) -> requests.Session:
+        http = requests.Session()
+        if token:
+            http.headers["Authorization"] = f"Bearer {token}"
+        return http
 
     def log(self, name: str) -> str:
         return (self.logs / f"{name}.log").read_text(errors="replace")[-4000:]
@@ -120,7 +141,7 @@ class Stack:
         from cli.client import Client
 
         try:
-            return Client(self.url).wait(job_id, timeout, interval=0.3)
+            return Client(self.url, token=self.token).wait(job_id, timeout, interval=0.3)
         except TimeoutError as exc:
             raise AssertionError(f"{exc}\n{self.log('worker')}") from None
 
@@ -150,13 +171,22 @@ def app(tmp_path, monkeypatch):
 
     application = create_app(settings)
     application.config["TESTING"] = True
+    from db.accounts import create_token, ensure_user
+    from db.session import session_scope
+
+    with session_scope(settings.database_url) as session:
+        admin = ensure_user(session, "tester", "admin")
+        application.config["TEST_TOKEN"] = create_token(session, admin)
     yield application
     get_settings.cache_clear()
 
 
 @pytest.fixture()
 def client(app):
-    return app.test_client()
+    """A test client that sends the admin token of the `app` fixture's user."""
+    c = app.test_client()
+    c.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {app.config['TEST_TOKEN']}"
+    return c
 
 
 def pytest_report_header(config):

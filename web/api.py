@@ -7,6 +7,7 @@ import shutil
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select
 
+from db.accounts import audit
 from db.jobs import cancel_job, results_page, series_summary
 from db.models import Job, ModelVersion
 from db.registry import (
@@ -17,6 +18,7 @@ from db.registry import (
     delete_version,
 )
 from scanq import DISCLAIMER
+from web.access import may_see, owner_name, require_admin, visible
 from web.serialize import job_json, model_json, result_json, results_csv
 from web.services import (
     ApiError,
@@ -54,8 +56,9 @@ def _registry_error(exc: Exception):
 
 
 def _get_job(session, job_id: str) -> Job:
+    """The job, if this user may see it; someone else's is as missing as a bad id."""
     job = session.get(Job, job_id)
-    if job is None:
+    if not may_see(job):
         raise ApiError(404, "job_not_found", f"no job {job_id}")
     return job
 
@@ -71,6 +74,7 @@ def create_job():
         uploads,
         modality,
         request.form.get("model_version") or None,
+        owner=owner_name(),
         skip_out_of_distribution=boolean_field(request.form, "skip_out_of_distribution"),
     )
     body = {
@@ -87,7 +91,8 @@ def create_job():
 def create_training_job():
     upload = request.files.get("dataset")
     archive = upload.read() if upload else None
-    job, dataset = submit_training_job(request.form, archive)
+    require_admin()
+    job, dataset = submit_training_job(request.form, archive, owner=owner_name())
     body = {"id": job.id, "status": job.status, "total": job.total, "dataset": dataset,
             "links": job_json(job)["links"]}  # fmt: skip
     return jsonify(body), 202, {"Location": f"/api/v1/jobs/{job.id}"}
@@ -99,7 +104,7 @@ def list_jobs():
     kind = request.args.get("kind")
     if kind not in (None, "inference", "training"):
         raise ApiError(400, "bad_kind", "kind must be inference or training")
-    query = select(Job).order_by(Job.created_at.desc()).limit(limit)
+    query = visible(select(Job)).order_by(Job.created_at.desc()).limit(limit)
     if kind:
         query = query.where(Job.kind == kind)
     with db_session() as session:
@@ -188,8 +193,10 @@ def get_model(version_id: int):
 
 @bp.delete("/models/<int:version_id>")
 def delete_model(version_id: int):
+    require_admin()
     with db_session() as session:
         path = delete_version(session, version_id).path
+        audit(session, owner_name(), "delete_model", f"model_version:{version_id}")
     folder = settings().version_dir(path).resolve()
     if settings().data_dir.resolve() in folder.parents:
         shutil.rmtree(folder, ignore_errors=True)
@@ -198,5 +205,9 @@ def delete_model(version_id: int):
 
 @bp.post("/models/<int:version_id>/activate")
 def activate(version_id: int):
+    require_admin()
     with db_session() as session:
-        return jsonify(model_json(activate_version(session, version_id)))
+        version = activate_version(session, version_id)
+        audit(session, owner_name(), "activate_model", f"model_version:{version_id}",
+              {"modality": version.modality})  # fmt: skip
+        return jsonify(model_json(version))

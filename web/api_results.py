@@ -7,6 +7,7 @@ from flask import jsonify, request, send_file
 
 from db.models import MODALITIES
 from db.reviews import pool
+from web.access import require_admin
 from web.api import bp
 from web.reviews import heatmap_file, record_review, result_detail, review_json
 from web.services import ApiError, db_session
@@ -37,6 +38,7 @@ def heatmap(scan_id: int):
 
 @bp.get("/labels")
 def labels():
+    require_admin()  # the pool holds every user's images
     modality = (request.args.get("modality") or "").strip().lower()
     if modality not in MODALITIES:
         raise ApiError(400, "bad_modality", f"modality must be one of {', '.join(MODALITIES)}")

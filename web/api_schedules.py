@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from db.models import Schedule
 from db.schedules import runs
+from web.access import require_admin
 from web.api import bp
 from web.schedules import (
     create_schedule,
@@ -26,6 +27,7 @@ def _body():
 
 @bp.get("/schedules")
 def list_schedules():
+    require_admin()
     with db_session() as session:
         rows = session.scalars(select(Schedule).order_by(Schedule.id)).all()
         return jsonify(items=[schedule_json(s) for s in rows])

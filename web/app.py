@@ -31,15 +31,17 @@ def create_app(settings: Settings | None = None) -> Flask:
         # Werkzeug refuses forms of more than 1,000 parts by default: a bulk upload has
         # one part per file, plus a few fields.
         MAX_FORM_PARTS=settings.max_files_per_job + FORM_FIELDS,
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Lax",
+        # Behind TLS in production: the session cookie never travels in clear.
+        SESSION_COOKIE_SECURE=settings.environment == "production",
     )
     from web.extensions import celery_init_app
 
     celery_init_app(app)
     # api_* and pages_* add their routes to api.bp and pages.bp when imported.
     from web import api, api_results, api_schedules, pages, pages_review  # noqa: F401
+    from web.auth import init_auth
 
+    init_auth(app)  # cookie flags, CSRF, and who is asking, before any route
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
     app.jinja_env.globals["DISCLAIMER"] = DISCLAIMER

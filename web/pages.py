@@ -10,10 +10,11 @@ from PIL import Image
 from sqlalchemy import select
 
 from db.jobs import results_page, series_summary
-from db.models import MODALITIES, Job, ModelVersion, Scan
+from db.models import MODALITIES, Job, ModelVersion
 from db.registry import active_version
 from models.backbones import BACKBONES
 from models.report import REPORT_FILES
+from web.access import may_see, owner_name, require_admin, visible, visible_scan
 from web.serialize import ood_warning, result_status
 from web.services import ApiError, boolean_field, db_session, settings, submit_inference_job
 from web.training import submit_training_job
@@ -22,12 +23,17 @@ bp = Blueprint("pages", __name__)
 THUMB = 96
 
 
+def _front_page(error: str | None = None, status: int = 200):
+    with db_session() as session:
+        query = visible(select(Job)).order_by(Job.created_at.desc()).limit(20)
+        jobs = session.scalars(query).all()
+        active = {m: active_version(session, m) for m in MODALITIES}
+        return render_template("index.html", jobs=jobs, active=active, error=error), status
+
+
 @bp.get("/")
 def index():
-    with db_session() as session:
-        jobs = session.scalars(select(Job).order_by(Job.created_at.desc()).limit(20)).all()
-        active = {m: active_version(session, m) for m in MODALITIES}
-        return render_template("index.html", jobs=jobs, active=active, error=None)
+    return _front_page()
 
 
 @bp.post("/upload")
@@ -36,20 +42,18 @@ def upload():
     modality = request.form.get("modality", "")
     try:
         skip = boolean_field(request.form, "skip_out_of_distribution")
-        job = submit_inference_job(uploads, modality, skip_out_of_distribution=skip)
+        job = submit_inference_job(uploads, modality, owner=owner_name(),
+                                   skip_out_of_distribution=skip)  # fmt: skip
     except ApiError as exc:
-        with db_session() as session:
-            jobs = session.scalars(select(Job).order_by(Job.created_at.desc()).limit(20)).all()
-            active = {m: active_version(session, m) for m in MODALITIES}
-            page = render_template("index.html", jobs=jobs, active=active, error=exc.message)
-        return page, exc.status
+        return _front_page(exc.message, exc.status)
     return redirect(url_for("pages.job_page", job_id=job.id), 303)
 
 
 @bp.get("/jobs")
 def jobs_page():
     with db_session() as session:
-        jobs = session.scalars(select(Job).order_by(Job.created_at.desc()).limit(200)).all()
+        query = visible(select(Job)).order_by(Job.created_at.desc()).limit(200)
+        jobs = session.scalars(query).all()
         return render_template("jobs.html", jobs=jobs)
 
 
@@ -57,7 +61,7 @@ def jobs_page():
 def job_page(job_id: str):
     with db_session() as session:
         job = session.get(Job, job_id)
-        if job is None:
+        if not may_see(job):
             abort(404)
         rows = results_page(session, job_id, 500)
         series = series_summary(session, job_id)
@@ -92,7 +96,8 @@ def train():
     upload = request.files.get("dataset")
     archive = upload.read() if upload and upload.filename else None
     try:
-        job, _dataset = submit_training_job(request.form, archive)
+        require_admin()
+        job, _dataset = submit_training_job(request.form, archive, owner=owner_name())
     except ApiError as exc:
         return _models_page(exc.message, exc.status)
     return redirect(url_for("pages.job_page", job_id=job.id), 303)
@@ -115,7 +120,7 @@ def model_report_image(version_id: int, name: str):
 @bp.get("/scans/<int:scan_id>/thumbnail.png")
 def thumbnail(scan_id: int):
     with db_session() as session:
-        scan = session.get(Scan, scan_id)
+        scan = visible_scan(session, scan_id)
         if scan is None or not scan.stored_path:
             abort(404)
         path = settings().data_dir / scan.stored_path

@@ -10,10 +10,12 @@ from flask import abort, redirect, render_template, request, send_file, url_for
 from PIL import Image
 from sqlalchemy import select
 
-from db.models import MODALITIES, Scan, Schedule
+from db.models import MODALITIES, Schedule
 from db.schedules import runs
 from models.backbones import BACKBONES
 from models.preprocess import ImageError, decode_grayscale
+from web.access import visible_scan
+from web.auth import current_user
 from web.pages import bp
 from web.reviews import record_review, result_detail
 from web.schedules import (
@@ -53,7 +55,7 @@ def review_form(scan_id: int):
 def scan_image(scan_id: int):
     """The stored image as grey PNG at its own size (what the model saw, before resizing)."""
     with db_session() as session:
-        scan = session.get(Scan, scan_id)
+        scan = visible_scan(session, scan_id)
         if scan is None or not scan.stored_path:
             abort(404)
         path = settings().data_dir / scan.stored_path
@@ -68,6 +70,8 @@ def scan_image(scan_id: int):
 
 
 def _schedules_page(error: str | None = None, status: int = 200, form=None):
+    if not current_user().is_admin:
+        abort(403)
     with db_session() as session:
         rows = session.scalars(select(Schedule).order_by(Schedule.id)).all()
         items = [(schedule_json(s), [run_json(r) for r in runs(session, s.id, 5)]) for s in rows]
@@ -86,6 +90,8 @@ def schedule_create_form():
     try:
         body = create_schedule(request.form)
     except ApiError as exc:
+        if exc.status == 403:
+            abort(403)
         return _schedules_page(exc.message, exc.status, request.form)
     return redirect(url_for("pages.schedule_page", schedule_id=body["id"]), 303)
 
@@ -94,8 +100,8 @@ def _schedule_page(schedule_id: int, error: str | None = None, status: int = 200
     with db_session() as session:
         try:
             row = get_schedule(session, schedule_id)
-        except ApiError:
-            abort(404)
+        except ApiError as exc:
+            abort(exc.status)
         body = schedule_json(row)
         history = [run_json(r) for r in runs(session, schedule_id)]
     page = render_template("schedule.html", s=body, runs=history, error=error,
@@ -117,7 +123,7 @@ def schedule_edit_form(schedule_id: int):
             return redirect(url_for("pages.schedules_page"), 303)
         update_schedule(schedule_id, request.form)
     except ApiError as exc:
-        if exc.status == 404:
-            abort(404)
+        if exc.status in (403, 404):
+            abort(exc.status)
         return _schedule_page(schedule_id, exc.message, exc.status)
     return redirect(url_for("pages.schedule_page", schedule_id=schedule_id), 303)

@@ -7,9 +7,11 @@ from collections.abc import Mapping
 
 from sqlalchemy import select
 
+from db.accounts import audit
 from db.models import Job, ModelVersion, Result, Review, Scan
 from db.reviews import ReviewError, save_review
 from scanq import DISCLAIMER
+from web.access import may_see, owner_name
 from web.extensions import get_celery
 from web.serialize import iso, result_json
 from web.services import ApiError, db_session, settings
@@ -31,10 +33,10 @@ def review_json(review: Review | None) -> dict | None:
 
 def load_result(session, scan_id: int) -> tuple[Scan, Result | None, Job, ModelVersion | None]:
     scan = session.get(Scan, scan_id)
-    if scan is None:
+    job = session.get(Job, scan.job_id) if scan else None
+    if not may_see(job):  # someone else's image is as missing as a bad id
         raise ApiError(404, "result_not_found", f"no scanned image {scan_id}")
     result = session.scalar(select(Result).where(Result.scan_id == scan_id))
-    job = session.get(Job, scan.job_id)
     version = (
         session.get(ModelVersion, result.model_version_id)
         if result and result.model_version_id
@@ -66,13 +68,18 @@ def result_detail(session, scan_id: int) -> dict:
 
 def record_review(scan_id: int, values: Mapping) -> dict:
     label = str(values.get("label") or "").strip().lower()
-    reviewer = str(values.get("reviewer") or "").strip() or "anonymous"
+    # The reviewer is the logged-in user; a "reviewer" field may only add a display
+    # name (e.g. the radiologist at a shared workstation), kept beside it.
+    shown = str(values.get("reviewer") or "").strip()
+    reviewer = owner_name() if not shown or shown == owner_name() else f"{owner_name()} ({shown})"
     if len(reviewer) > 64:
         raise ApiError(400, "bad_reviewer", "reviewer must be at most 64 characters")
     patient = str(values.get("patient_id") or "").strip() or None
     if patient and len(patient) > 128:
         raise ApiError(400, "bad_patient_id", "patient_id must be at most 128 characters")
     with db_session() as session:
+        load_result(session, scan_id)  # 404 unless this user may see it
+        before = session.scalar(select(Review.label).where(Review.scan_id == scan_id))
         try:
             review = save_review(session, scan_id, label, reviewer, patient)
         except LookupError:
@@ -80,6 +87,9 @@ def record_review(scan_id: int, values: Mapping) -> dict:
         except ReviewError as exc:
             code = "bad_label" if "label must" in str(exc) else "not_scored"
             raise ApiError(400 if code == "bad_label" else 409, code, str(exc)) from None
+        audit(session, owner_name(), "review" if before is None else "change_label",
+              f"scan:{scan_id}", {"from": before, "to": label, "model": review.model_label,
+                                  "patient_id": patient})  # fmt: skip
         return review_json(review)
 
 

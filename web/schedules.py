@@ -7,7 +7,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+from db.accounts import audit
 from db.models import Schedule, ScheduleRun, utcnow
+from web.access import owner_name, require_admin
 from web.datasets import DatasetError, resolve_server_folder
 from web.extensions import get_celery
 from web.serialize import iso
@@ -86,12 +88,14 @@ def _as_form(s: Schedule) -> dict:
 
 
 def create_schedule(values: Mapping) -> dict:
+    require_admin()
     fields = parse_schedule(values)
     with db_session() as session:
         row = Schedule(**fields, created_at=utcnow(), updated_at=utcnow())
         session.add(row)
         session.flush()
         body = schedule_json(row)
+        audit(session, owner_name(), "create_schedule", f"schedule:{row.id}", fields)
     _sync(body["id"])
     return body
 
@@ -99,11 +103,13 @@ def create_schedule(values: Mapping) -> dict:
 def update_schedule(schedule_id: int, values: Mapping) -> dict:
     with db_session() as session:
         row = get_schedule(session, schedule_id)
-        for key, value in parse_schedule(values, current=row).items():
+        fields = parse_schedule(values, current=row)
+        for key, value in fields.items():
             setattr(row, key, value)
         row.updated_at = utcnow()
         session.flush()
         body = schedule_json(row)
+        audit(session, owner_name(), "edit_schedule", f"schedule:{schedule_id}", fields)
     _sync(schedule_id)
     return body
 
@@ -111,10 +117,13 @@ def update_schedule(schedule_id: int, values: Mapping) -> dict:
 def delete_schedule(schedule_id: int) -> None:
     with db_session() as session:
         session.delete(get_schedule(session, schedule_id))
+        audit(session, owner_name(), "delete_schedule", f"schedule:{schedule_id}")
     _sync(schedule_id)
 
 
 def get_schedule(session, schedule_id: int) -> Schedule:
+    """Schedules are the admins' (they train and promote models for everyone)."""
+    require_admin()
     row = session.get(Schedule, schedule_id)
     if row is None:
         raise ApiError(404, "schedule_not_found", f"no schedule {schedule_id}")

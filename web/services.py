@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from flask import current_app
 from sqlalchemy.orm import Session
 
+from db.accounts import audit
 from db.jobs import create_inference_job, mark_enqueued
 from db.models import MODALITIES, Job, ModelVersion
 from db.registry import active_version
@@ -116,6 +117,8 @@ def submit_inference_job(
         job, batch_ids = create_inference_job(
             session, modality, version.id, scans, cfg.batch_size, owner=owner, options=options
         )
+        audit(session, owner, "submit_job", f"job:{job.id}",
+              {"modality": modality, "files": len(scans), "model_version": version.id})  # fmt: skip
     enqueue_batches(batch_ids)
     return job
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+from db.accounts import audit
 from db.models import MODALITIES, Job
 from db.training_jobs import create_training_job, mark_sent
 from models.backbones import BACKBONES
@@ -86,6 +87,7 @@ def submit_training_job(
     options = {"dataset": stored, "config": config, "activate": activate}
     with db_session() as session:
         job = create_training_job(session, modality, options, expected_steps(config), owner=owner)
+        audit(session, owner, "submit_training", f"job:{job.id}", {"config": config})
     try:
         get_celery().send_task(TRAIN_MODEL, args=[job.id])
     except Exception:  # the broker is down: the reconciler sends it from SQL

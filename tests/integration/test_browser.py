@@ -5,6 +5,7 @@ Headless Debian Chromium driven by Playwright's Python package (no browser downl
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import zipfile
 
@@ -19,7 +20,22 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
 
 
 @pytest.fixture(scope="module")
-def page():
+def page(browser_page, stack):
+    """The browser, logged in through the login page (the pages need a login)."""
+    browser_page.goto(stack.url + "/jobs")
+    browser_page.wait_for_url(re.compile(r".*/login\?next=(%2F|/)jobs$"))  # sent to log in
+    browser_page.fill("#name", "tester")
+    browser_page.fill("#password", stack.PASSWORD)
+    browser_page.click("#login")
+    browser_page.wait_for_url("**/jobs")
+    assert "tester (admin)" in browser_page.inner_text("#user-name")
+    cookie = next(c for c in browser_page.context.cookies() if c["name"] == "session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+    return browser_page
+
+
+@pytest.fixture(scope="module")
+def browser_page():
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
         if os.environ.get("SCANQ_STRICT"):

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import time
 
-import requests
 from sqlalchemy import func, select
 
 from db.models import Batch, Result
@@ -45,7 +44,7 @@ def test_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(stack, sha
     version_id = _slow_version(stack)
     images = sample_images(shared_data, "xray", "covid", 40)
     files = [("files", (p.name, p.read_bytes())) for p in images]
-    resp = requests.post(f"{stack.url}/api/v1/jobs", files=files,
+    resp = stack.http.post(f"{stack.url}/api/v1/jobs", files=files,
                          data={"modality": "xray", "model_version": str(version_id)})  # fmt: skip
     job_id = resp.json()["id"]
     deadline = time.monotonic() + 240
@@ -112,7 +111,7 @@ def test_a_file_that_crashed_the_worker_fails_alone(stack, shared_data):
     celery.send_task(SCORE_BATCH, args=[batch_id])
     job = stack.wait_job(job_id)
     assert job["status"] == "succeeded" and (job["done"], job["failed"]) == (5, 1)
-    items = requests.get(f"{stack.url}/api/v1/jobs/{job_id}/results").json()["items"]
+    items = stack.http.get(f"{stack.url}/api/v1/jobs/{job_id}/results").json()["items"]
     bad = [i for i in items if i["status"] == "failed"]
     assert [i["scan_id"] for i in bad] == [poison] and bad[0]["error"] == POISON_ERROR
     assert all(0 <= i["probability"] <= 1 for i in items if i["status"] == "scored")
@@ -137,7 +136,7 @@ def test_queued_work_survives_a_redis_restart(tmp_path_factory, shared_data):
         stack.worker.wait(30)
         images = sample_images(shared_data, "xray", "non_covid", 12)
         files = [("files", (p.name, p.read_bytes())) for p in images]
-        job_id = requests.post(f"{stack.url}/api/v1/jobs", files=files,
+        job_id = stack.http.post(f"{stack.url}/api/v1/jobs", files=files,
                                data={"modality": "xray"}).json()["id"]  # fmt: skip
         with session_scope(_db(stack)) as s:
             sent = dict(s.execute(select(Batch.id, Batch.enqueued_at)
@@ -188,7 +187,7 @@ def test_database_locked_for_longer_than_its_timeout_delays_but_loses_nothing(st
         for batch_id in batch_ids:  # the worker's first write meets the lock
             celery.send_task(SCORE_BATCH, args=[batch_id])
         time.sleep(36)  # past the 30 s busy timeout
-        assert requests.get(f"{stack.url}/api/v1/jobs/{job_id}").json()["done"] == 0
+        assert stack.http.get(f"{stack.url}/api/v1/jobs/{job_id}").json()["done"] == 0
     finally:
         lock.rollback()
         lock.close()
@@ -202,14 +201,14 @@ def test_cancel_stops_the_remaining_batches(stack, shared_data):
     version_id = _slow_version(stack)
     images = sample_images(shared_data, "xray", "covid", 40)
     files = [("files", (p.name, p.read_bytes())) for p in images]
-    job_id = requests.post(f"{stack.url}/api/v1/jobs", files=files,
+    job_id = stack.http.post(f"{stack.url}/api/v1/jobs", files=files,
                            data={"modality": "xray", "model_version": str(version_id)}
                            ).json()["id"]  # fmt: skip
     deadline = time.monotonic() + 240
-    while requests.get(f"{stack.url}/api/v1/jobs/{job_id}").json()["done"] < 8:
+    while stack.http.get(f"{stack.url}/api/v1/jobs/{job_id}").json()["done"] < 8:
         assert time.monotonic() < deadline, stack.log("worker")
         time.sleep(0.05)
-    cancelled = requests.post(f"{stack.url}/api/v1/jobs/{job_id}/cancel")
+    cancelled = stack.http.post(f"{stack.url}/api/v1/jobs/{job_id}/cancel")
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     time.sleep(8)  # long enough for the remaining batches' messages to be consumed
     with session_scope(_db(stack)) as s:
@@ -217,5 +216,5 @@ def test_cancel_stops_the_remaining_batches(stack, shared_data):
         scored = s.scalar(select(func.count(Result.id)).where(Result.job_id == job_id))
     assert statuses.count("cancelled") >= 2  # batches not yet started never ran
     assert scored <= 24  # at most the batch in hand when the cancel came, and the first
-    job = requests.get(f"{stack.url}/api/v1/jobs/{job_id}").json()
+    job = stack.http.get(f"{stack.url}/api/v1/jobs/{job_id}").json()
     assert job["status"] == "cancelled" and job["finished_at"]

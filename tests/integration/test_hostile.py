@@ -9,8 +9,6 @@ import json
 import os
 from pathlib import Path
 
-import requests
-
 from tests.conftest import sample_images
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "hostile"
@@ -30,11 +28,11 @@ def test_hostile_corpus_fails_file_by_file_and_the_rest_is_scored(stack, shared_
     files = [("files", (p.name, p.read_bytes())) for p in good]
     files += [("files", (name, (CORPUS / name).read_bytes())) for name in sorted(expected)]
     files.append(("files", ("../../../../tmp/scanq-escape.png", good[0].read_bytes())))
-    resp = requests.post(f"{stack.url}/api/v1/jobs", files=files, data={"modality": "xray"})
+    resp = stack.http.post(f"{stack.url}/api/v1/jobs", files=files, data={"modality": "xray"})
     assert resp.status_code == 202, resp.text
     job = stack.wait_job(resp.json()["id"])
     assert job["status"] == "succeeded", stack.log("worker")
-    items = requests.get(f"{stack.url}/api/v1/jobs/{job['id']}/results?limit=500").json()["items"]
+    items = stack.http.get(f"{stack.url}/api/v1/jobs/{job['id']}/results?limit=500").json()["items"]
 
     def item(name: str) -> dict:
         """The file's result, or that of an archive's first member."""

@@ -11,8 +11,6 @@ import io
 import json
 from pathlib import Path
 
-import requests
-
 from models import ood_sets
 from models.dataset import load_examples, train_val_test
 from scanq import DISCLAIMER
@@ -22,11 +20,13 @@ ROOT_MODELS = Path(__file__).resolve().parents[2] / "models" / "default"
 
 
 def _items(stack, job_id: str) -> list[dict]:
-    return requests.get(f"{stack.url}/api/v1/jobs/{job_id}/results?limit=500").json()["items"]
+    return stack.http.get(f"{stack.url}/api/v1/jobs/{job_id}/results?limit=500").json()["items"]
 
 
 def _submit(stack, files, **data) -> dict:
-    resp = requests.post(f"{stack.url}/api/v1/jobs", files=files, data={"modality": "xray", **data})
+    resp = stack.http.post(
+        f"{stack.url}/api/v1/jobs", files=files, data={"modality": "xray", **data}
+    )
     assert resp.status_code == 202, resp.text
     job = stack.wait_job(resp.json()["id"])
     assert job["status"] == "succeeded", stack.log("worker")
@@ -77,12 +77,12 @@ def test_foreign_images_are_flagged_with_warnings_and_can_be_skipped(stack, shar
     for p in xrays:
         assert by_name[p.name]["out_of_distribution"] is False and not by_name[p.name]["warning"]
 
-    body = requests.get(f"{stack.url}/api/v1/jobs/{job['id']}/results.csv").text
+    body = stack.http.get(f"{stack.url}/api/v1/jobs/{job['id']}/results.csv").text
     assert body.startswith(f"# {DISCLAIMER}\n")
     rows = {r["filename"]: r for r in csv.DictReader(io.StringIO(body.split("\n", 1)[1]))}
     assert all(rows[n]["out_of_distribution"] == "true" and rows[n]["warning"] for n in foreign)
     assert rows[xrays[0].name]["out_of_distribution"] == "false"
-    page = requests.get(f"{stack.url}/jobs/{job['id']}").text
+    page = stack.http.get(f"{stack.url}/jobs/{job['id']}").text
     assert DISCLAIMER in page
     assert page.count('class="ood-warning"') == len(foreign)
     assert f'<span id="flagged-count">{len(foreign)}</span> out of distribution' in page
@@ -100,7 +100,7 @@ def test_foreign_images_are_flagged_with_warnings_and_can_be_skipped(stack, shar
 
 def test_bad_skip_option_is_a_clear_400(stack):
     files = [("files", ("a.png", ood_sets.png_bytes(ood_sets.noise(1)[0])))]
-    resp = requests.post(
+    resp = stack.http.post(
         f"{stack.url}/api/v1/jobs",
         files=files,
         data={"modality": "xray", "skip_out_of_distribution": "perhaps"},

@@ -8,7 +8,6 @@ import io
 import zipfile
 from dataclasses import replace
 
-import requests
 from sqlalchemy import func, select
 
 from db.models import Batch, Job, Result, Scan
@@ -35,7 +34,7 @@ def test_bulk_job_over_http_scores_every_image_once(stack, shared_data):
         ("files", ("more.zip", archive.getvalue())),
         ("files", ("notes.png", b"definitely not an image")),
     ]
-    resp = requests.post(f"{stack.url}/api/v1/jobs", files=files, data={"modality": "xray"})
+    resp = stack.http.post(f"{stack.url}/api/v1/jobs", files=files, data={"modality": "xray"})
     assert resp.status_code == 202, resp.text
     job_id = resp.json()["id"]
     assert resp.headers["Location"].endswith(f"/api/v1/jobs/{job_id}")
@@ -46,7 +45,7 @@ def test_bulk_job_over_http_scores_every_image_once(stack, shared_data):
 
     items, path = [], f"/api/v1/jobs/{job_id}/results?limit=7"
     while path:
-        page = requests.get(stack.url + path).json()
+        page = stack.http.get(stack.url + path).json()
         items += page["items"]
         path = page["next"]
     assert len(items) == 21
@@ -70,12 +69,12 @@ def test_bulk_job_over_http_scores_every_image_once(stack, shared_data):
         assert {"queue_ms", "decode_ms", "model_ms", "write_ms"} <= set(st)
         assert st["model_ms"] > 0 and st["decode_ms"] > 0 and st["queue_ms"] >= 0
 
-    body = requests.get(f"{stack.url}/api/v1/jobs/{job_id}/results.csv").text
+    body = stack.http.get(f"{stack.url}/api/v1/jobs/{job_id}/results.csv").text
     assert body.startswith(f"# {DISCLAIMER}\n")
     rows = list(csv.DictReader(io.StringIO(body.split("\n", 1)[1])))
     assert len(rows) == 21
 
-    page = requests.get(f"{stack.url}/jobs/{job_id}").text
+    page = stack.http.get(f"{stack.url}/jobs/{job_id}").text
     assert DISCLAIMER in page and "succeeded" in page
 
 
@@ -85,9 +84,9 @@ def test_redelivered_batches_do_not_duplicate_results(stack, shared_data):
 
     images = sample_images(shared_data, "ct", "covid", 10)
     files = [("files", (p.name, p.read_bytes())) for p in images]
-    job_id = requests.post(f"{stack.url}/api/v1/jobs", files=files, data={"modality": "ct"}).json()[
-        "id"
-    ]
+    job_id = stack.http.post(
+        f"{stack.url}/api/v1/jobs", files=files, data={"modality": "ct"}
+    ).json()["id"]
     assert stack.wait_job(job_id)["status"] == "succeeded"
     with session_scope(_db_url(stack)) as s:
         batch_ids = list(s.scalars(select(Batch.id).where(Batch.job_id == job_id)))
@@ -132,5 +131,5 @@ def test_cli_submit_wait_status_and_results(stack, shared_data, tmp_path):
 
 
 def test_healthz_sees_redis_and_database(stack):
-    body = requests.get(f"{stack.url}/healthz").json()
+    body = stack.http.get(f"{stack.url}/healthz").json()
     assert body["checks"] == {"web": "ok", "database": "ok", "redis": "ok"}

@@ -12,7 +12,6 @@ import time
 
 import numpy as np
 import pytest
-import requests
 from PIL import Image
 
 from cli.processes import beat_command
@@ -52,10 +51,10 @@ def _scored_ct_job(stack, shared_data) -> list[tuple[dict, str]]:
     for label in ("covid", "non_covid"):
         truth |= {p.name: (p, label) for p in sample_images(shared_data, "ct", label, 8)}
     files = [("files", (name, p.read_bytes())) for name, (p, _) in truth.items()]
-    resp = requests.post(f"{stack.url}/api/v1/jobs", files=files, data={"modality": "ct"})
+    resp = stack.http.post(f"{stack.url}/api/v1/jobs", files=files, data={"modality": "ct"})
     job = stack.wait_job(resp.json()["id"])
     assert job["status"] == "succeeded", stack.log("worker")
-    items = requests.get(f"{stack.url}/api/v1/jobs/{job['id']}/results").json()["items"]
+    items = stack.http.get(f"{stack.url}/api/v1/jobs/{job['id']}/results").json()["items"]
     return [(i, truth[i["filename"]][1]) for i in items]
 
 
@@ -65,41 +64,41 @@ def test_grad_cam_reviews_and_a_scheduled_run_that_keeps_the_champion(loop_stack
     first, _ = scored[0]
 
     # One result, closely: probability, threshold, model version, and Grad-CAM.
-    detail = requests.get(f"{stack.url}/api/v1/results/{first['scan_id']}").json()
+    detail = stack.http.get(f"{stack.url}/api/v1/results/{first['scan_id']}").json()
     assert detail["threshold"] > 0 and detail["model_label"].startswith("ct-v")
     assert detail["disclaimer"] == DISCLAIMER and detail["review"] is None
     deadline = time.monotonic() + 120
     while True:
-        resp = requests.get(stack.url + detail["links"]["heatmap"])
+        resp = stack.http.get(stack.url + detail["links"]["heatmap"])
         if resp.status_code == 200 or time.monotonic() > deadline:
             break
         assert resp.status_code == 202 and resp.json()["status"] == "pending"
         time.sleep(0.5)
     assert resp.status_code == 200, stack.log("worker")
     heat = np.asarray(Image.open(io.BytesIO(resp.content)).convert("RGB"))
-    original = Image.open(io.BytesIO(requests.get(stack.url + detail["links"]["image"]).content))
+    original = Image.open(io.BytesIO(stack.http.get(stack.url + detail["links"]["image"]).content))
     assert heat.shape[:2] == (original.height, original.width) == (first["height"], first["width"])
     assert heat.std() > 5 and len(np.unique(heat.reshape(-1, 3), axis=0)) > 50  # not constant
-    page = requests.get(stack.url + detail["links"]["page"]).text
+    page = stack.http.get(stack.url + detail["links"]["page"]).text
     assert DISCLAIMER in page and f"{detail['threshold']:.3f}" in page and "Grad-CAM" in page
 
     # Reviewers confirm (API) or correct (page form) every label, with patient ids.
     for k, (item, label) in enumerate(scored[1:], start=1):
-        resp = requests.post(
+        resp = stack.http.post(
             f"{stack.url}/api/v1/results/{item['scan_id']}/review",
             json={"label": label, "patient_id": f"p{k}", "reviewer": "ana"},
         )
         assert resp.status_code == 201, resp.text
         assert resp.json()["agrees_with_model"] == (item["label"] == label)
     wrong = "covid" if scored[0][1] == "non_covid" else "non_covid"
-    requests.post(f"{stack.url}/results/{first['scan_id']}/review", data={"label": wrong})
+    stack.http.post(f"{stack.url}/results/{first['scan_id']}/review", data={"label": wrong})
     fields = {"label": scored[0][1], "patient_id": "p0", "reviewer": "ben"}
-    form = requests.post(f"{stack.url}/results/{first['scan_id']}/review", data=fields)
+    form = stack.http.post(f"{stack.url}/results/{first['scan_id']}/review", data=fields)
     assert form.status_code == 200 and "Labelled <strong>" in form.text
-    bad = requests.post(f"{stack.url}/api/v1/results/{first['scan_id']}/review",
+    bad = stack.http.post(f"{stack.url}/api/v1/results/{first['scan_id']}/review",
                         json={"label": "maybe"})  # fmt: skip
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_label"
-    pool = requests.get(f"{stack.url}/api/v1/labels?modality=ct").json()["items"]
+    pool = stack.http.get(f"{stack.url}/api/v1/labels?modality=ct").json()["items"]
     assert len(pool) == 16 and {p["reviewer"] for p in pool} == {"ana", "ben"}
     assert next(p for p in pool if p["scan_id"] == first["scan_id"])["label"] == scored[0][1]
 
@@ -107,15 +106,15 @@ def test_grad_cam_reviews_and_a_scheduled_run_that_keeps_the_champion(loop_stack
     beats = [stack.spawn(f"beat{i}", beat_command()) for i in range(2)]
     time.sleep(3)
     champion = next(
-        m for m in requests.get(f"{stack.url}/api/v1/models").json()["items"]
+        m for m in stack.http.get(f"{stack.url}/api/v1/models").json()["items"]
         if m["active"] and m["modality"] == "ct"
     )  # fmt: skip
 
-    bad = requests.post(
+    bad = stack.http.post(
         f"{stack.url}/api/v1/schedules", json={"modality": "ct", "cron": "61 * * * *"}
     )
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_schedule"
-    created = requests.post(
+    created = stack.http.post(
         f"{stack.url}/api/v1/schedules",
         json={"name": "nightly ct", "modality": "ct", "interval_seconds": 3,
               "min_new_labels": 16, "margin": 0.05, "base_data_path": str(stack.base), **TINY},
@@ -124,7 +123,7 @@ def test_grad_cam_reviews_and_a_scheduled_run_that_keeps_the_champion(loop_stack
     sid = created.json()["id"]
 
     def runs() -> list[dict]:
-        return requests.get(f"{stack.url}/api/v1/schedules/{sid}/runs").json()["items"]
+        return stack.http.get(f"{stack.url}/api/v1/schedules/{sid}/runs").json()["items"]
 
     deadline = time.monotonic() + 240
     while not any(r["status"] in ("kept", "promoted", "failed") for r in runs()):
@@ -136,10 +135,10 @@ def test_grad_cam_reviews_and_a_scheduled_run_that_keeps_the_champion(loop_stack
     assert "AUC not better by the margin" in trained["reason"]
     report = trained["report"]
     assert report["challenger"]["n"] == report["champion"]["n"] == report["images"] > 0
-    models = {m["id"]: m for m in requests.get(f"{stack.url}/api/v1/models").json()["items"]}
+    models = {m["id"]: m for m in stack.http.get(f"{stack.url}/api/v1/models").json()["items"]}
     assert models[champion["id"]]["active"] and not models[trained["challenger_version"]]["active"]
     assert models[trained["challenger_version"]]["backbone"] == "smallcnn"
-    job = requests.get(f"{stack.url}/api/v1/jobs/{trained['training_job']}").json()
+    job = stack.http.get(f"{stack.url}/api/v1/jobs/{trained['training_job']}").json()
     assert job["status"] == "succeeded" and job["options"]["extra_datasets"] == [str(stack.base)]
 
     # Later firings find no new labels and say so; then the schedule is paused.
@@ -148,7 +147,7 @@ def test_grad_cam_reviews_and_a_scheduled_run_that_keeps_the_champion(loop_stack
         time.sleep(1)
     assert all(r["status"] == "skipped" and "0 new confirmed labels" in r["reason"]
                for r in runs() if not r["training_job"])  # fmt: skip
-    paused = requests.patch(f"{stack.url}/api/v1/schedules/{sid}", json={"enabled": False})
+    paused = stack.http.patch(f"{stack.url}/api/v1/schedules/{sid}", json={"enabled": False})
     assert paused.status_code == 200 and paused.json()["enabled"] is False
     assert paused.json()["config"]["backbone"] == "smallcnn"  # the edit kept the rest
     time.sleep(4)
@@ -165,7 +164,7 @@ def test_grad_cam_reviews_and_a_scheduled_run_that_keeps_the_champion(loop_stack
     # When the holder stops, the other takes over: a resumed schedule fires again.
     beats[firing[0]].terminate()
     beats[firing[0]].wait(30)
-    requests.patch(f"{stack.url}/api/v1/schedules/{sid}", json={"enabled": True})
+    stack.http.patch(f"{stack.url}/api/v1/schedules/{sid}", json={"enabled": True})
     deadline = time.monotonic() + 60
     while len(runs()) == count:
         assert time.monotonic() < deadline, stack.log(f"beat{1 - firing[0]}")
@@ -174,5 +173,5 @@ def test_grad_cam_reviews_and_a_scheduled_run_that_keeps_the_champion(loop_stack
     fired = sorted(r["fired_at"] for r in runs())
     assert len(fired) == len(set(fired))
 
-    assert requests.delete(f"{stack.url}/api/v1/schedules/{sid}").status_code == 204
-    assert requests.get(f"{stack.url}/api/v1/schedules/{sid}").status_code == 404
+    assert stack.http.delete(f"{stack.url}/api/v1/schedules/{sid}").status_code == 204
+    assert stack.http.get(f"{stack.url}/api/v1/schedules/{sid}").status_code == 404

@@ -11,8 +11,6 @@ import subprocess
 import time
 from dataclasses import replace
 
-import requests
-
 from models import ood_sets
 from scanq.settings import load_settings
 from tests.conftest import sample_images
@@ -34,7 +32,7 @@ def _labelled_folder(root, shared_data, n=8):
 
 
 def _models(stack) -> dict[int, dict]:
-    items = requests.get(f"{stack.url}/api/v1/models").json()["items"]
+    items = stack.http.get(f"{stack.url}/api/v1/models").json()["items"]
     return {m["id"]: m for m in items}
 
 
@@ -48,7 +46,7 @@ def test_train_activate_score_and_roll_back(stack, shared_data, tmp_path):
     assert run.returncode == 0, run.stderr + stack.log("worker")
     job_id = run.stdout.strip().splitlines()[-1]
     assert "training on 16 images (8 covid, 8 non_covid, 16 patients)" in run.stderr
-    job = requests.get(f"{stack.url}/api/v1/jobs/{job_id}").json()
+    job = stack.http.get(f"{stack.url}/api/v1/jobs/{job_id}").json()
     assert job["status"] == "succeeded" and job["kind"] == "training"
     epochs = job["progress"]["epochs"]
     assert [e["epoch"] for e in epochs] == list(range(1, len(epochs) + 1))
@@ -60,9 +58,9 @@ def test_train_activate_score_and_roll_back(stack, shared_data, tmp_path):
     assert not new["active"]  # not asked to activate
     assert 0.0 <= new["auc"] <= 1.0 and len(new["metrics"]["test"]["auc_ci95"]) == 2
     for link in new["links"].values():
-        img = requests.get(stack.url + link)
+        img = stack.http.get(stack.url + link)
         assert img.status_code == 200 and img.content.startswith(b"\x89PNG")
-    page = requests.get(f"{stack.url}/jobs/{job_id}").text
+    page = stack.http.get(f"{stack.url}/jobs/{job_id}").text
     assert "Val AUC" in page and f"v{new['id']}" in page
 
     # the new version brings its own out-of-distribution calibration, measured
@@ -70,7 +68,7 @@ def test_train_activate_score_and_roll_back(stack, shared_data, tmp_path):
     assert ood["flag_rates"]["blank_frames"]["rate"] == 1.0 and ood["threshold"] > 0
 
     # activate the new version: the next job is scored by it ...
-    assert requests.post(f"{stack.url}/api/v1/models/{new['id']}/activate").json()["active"]
+    assert stack.http.post(f"{stack.url}/api/v1/models/{new['id']}/activate").json()["active"]
     images = sample_images(shared_data, "ct", "covid", 3)
     files = [("files", (p.name, p.read_bytes())) for p in images]
     files.append(("files", ("blank.png", ood_sets.png_bytes(ood_sets.blank(1)[0]))))
@@ -95,10 +93,10 @@ def test_train_activate_score_and_roll_back(stack, shared_data, tmp_path):
 
 
 def _score_ct(stack, files) -> tuple[dict, list[dict]]:
-    resp = requests.post(f"{stack.url}/api/v1/jobs", files=files, data={"modality": "ct"})
+    resp = stack.http.post(f"{stack.url}/api/v1/jobs", files=files, data={"modality": "ct"})
     done = stack.wait_job(resp.json()["id"])
     assert done["status"] == "succeeded", stack.log("worker")
-    items = requests.get(f"{stack.url}/api/v1/jobs/{done['id']}/results").json()["items"]
+    items = stack.http.get(f"{stack.url}/api/v1/jobs/{done['id']}/results").json()["items"]
     order = [f[1][0] for f in files]
     return done, sorted(items, key=lambda i: order.index(i["filename"]))
 
@@ -116,7 +114,7 @@ def test_killed_training_worker_fails_cleanly_and_never_reruns(stack, shared_dat
     job_id = run.stdout.strip().splitlines()[-1]
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        job = requests.get(f"{stack.url}/api/v1/jobs/{job_id}").json()
+        job = stack.http.get(f"{stack.url}/api/v1/jobs/{job_id}").json()
         if job["done"] >= 2:
             break
         time.sleep(0.3)
@@ -125,7 +123,7 @@ def test_killed_training_worker_fails_cleanly_and_never_reruns(stack, shared_dat
     for child in _children(stack.worker.pid):  # the prefork child running the task
         os.kill(child, signal.SIGKILL)
     time.sleep(3)
-    stalled = requests.get(f"{stack.url}/api/v1/jobs/{job_id}").json()
+    stalled = stack.http.get(f"{stack.url}/api/v1/jobs/{job_id}").json()
     assert stalled["status"] == "running"  # nothing has noticed yet
 
     celery = create_celery(replace(load_settings(), redis_url=stack.env["REDIS_URL"]))
@@ -133,7 +131,7 @@ def test_killed_training_worker_fails_cleanly_and_never_reruns(stack, shared_dat
     final = stack.wait_job(job_id, timeout=120)
     assert final["status"] == "failed" and "stopped reporting" in final["error"]
     time.sleep(2)  # a redelivered run would start over from epoch 1 here
-    after = requests.get(f"{stack.url}/api/v1/jobs/{job_id}").json()
+    after = stack.http.get(f"{stack.url}/api/v1/jobs/{job_id}").json()
     assert after["progress"]["epochs"] == final["progress"]["epochs"]
     assert after["status"] == "failed" and after["model_version"] is None
 
@@ -144,17 +142,17 @@ def test_cancel_stops_a_running_training_job(stack, shared_data, tmp_path):
                       timeout=120)  # fmt: skip
     job_id = run.stdout.strip().splitlines()[-1]
     deadline = time.monotonic() + 240
-    while requests.get(f"{stack.url}/api/v1/jobs/{job_id}").json()["done"] < 1:
+    while stack.http.get(f"{stack.url}/api/v1/jobs/{job_id}").json()["done"] < 1:
         assert time.monotonic() < deadline, stack.log("worker")
         time.sleep(0.3)
-    assert requests.post(f"{stack.url}/api/v1/jobs/{job_id}/cancel").status_code == 200
+    assert stack.http.post(f"{stack.url}/api/v1/jobs/{job_id}/cancel").status_code == 200
     # The only worker process is the one that was training: a scoring job can finish only
     # once the run has really stopped.
     images = sample_images(shared_data, "ct", "non_covid", 2)
     files = [("files", (p.name, p.read_bytes())) for p in images]
-    scored = requests.post(f"{stack.url}/api/v1/jobs", files=files, data={"modality": "ct"})
+    scored = stack.http.post(f"{stack.url}/api/v1/jobs", files=files, data={"modality": "ct"})
     assert stack.wait_job(scored.json()["id"], timeout=120)["status"] == "succeeded"
-    job = requests.get(f"{stack.url}/api/v1/jobs/{job_id}").json()
+    job = stack.http.get(f"{stack.url}/api/v1/jobs/{job_id}").json()
     assert job["status"] == "cancelled" and job["model_version"] is None
     assert job["done"] < 400
 
@@ -165,7 +163,7 @@ def test_probe_recipe_through_the_queue(stack, shared_data, tmp_path):
                       "--equalize", "--backbone", "smallcnn", "--input-size", "48", "--wait",
                       timeout=600)  # fmt: skip
     assert run.returncode == 0, run.stderr + stack.log("worker")
-    job = requests.get(f"{stack.url}/api/v1/jobs/{run.stdout.split()[-1]}").json()
+    job = stack.http.get(f"{stack.url}/api/v1/jobs/{run.stdout.split()[-1]}").json()
     assert job["status"] == "succeeded" and job["done"] == job["total"] == 4
     version = _models(stack)[job["model_version"]]
     assert version["metrics"]["config"]["recipe"] == "probe"

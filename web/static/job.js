@@ -10,7 +10,8 @@
   const cancel = document.getElementById('cancel');
   const finished = s => ['succeeded', 'failed', 'cancelled'].includes(s);
   if (cancel) cancel.addEventListener('click', async () => {
-    await fetch(`/api/v1/jobs/${id}/cancel`, {method: 'POST'});
+    const token = document.querySelector('meta[name="csrf-token"]').content;
+    await fetch(`/api/v1/jobs/${id}/cancel`, {method: 'POST', headers: {'X-CSRFToken': token}});
     location.reload();
   });
   if (finished(el.dataset.status)) return;

@@ -1,0 +1,86 @@
+"""Users, API tokens and the audit trail.
+
+Tokens are random (secrets.token_urlsafe) and only their SHA-256 is stored, so a
+database leak does not leak working tokens; the token itself is shown once, when it is
+made. Passwords (for the pages' login) are salted hashes from Werkzeug. Every action
+that matters later (who submitted a job, who changed a label, who activated a model)
+writes an audit row."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from db.models import ROLES, ApiToken, AuditEvent, User, utcnow
+
+
+class AccountError(ValueError):
+    """A request about users or tokens that cannot be done; the message says why."""
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def get_user(session: Session, name: str) -> User | None:
+    return session.scalar(select(User).where(User.name == name))
+
+
+def ensure_user(
+    session: Session, name: str, role: str = "user", password: str | None = None
+) -> User:
+    """The user called `name`, created if missing (with `role`)."""
+    name = (name or "").strip()
+    if not name or len(name) > 64 or not all(c.isalnum() or c in "._-@" for c in name):
+        raise AccountError("user names are 1-64 letters, digits or . _ - @")
+    if role not in ROLES:
+        raise AccountError(f"role must be one of {', '.join(ROLES)}")
+    user = get_user(session, name)
+    if user is None:
+        user = User(name=name, role=role)
+        session.add(user)
+    if password is not None:
+        user.password_hash = generate_password_hash(password)
+    session.flush()
+    return user
+
+
+def create_token(session: Session, user: User, label: str = "") -> str:
+    """A new token for `user`; the only time it exists in clear."""
+    token = "sq_" + secrets.token_urlsafe(32)
+    session.add(ApiToken(user_id=user.id, token_hash=_digest(token), label=label[:64]))
+    session.flush()
+    return token
+
+
+def user_for_token(session: Session, token: str) -> User | None:
+    row = session.scalar(
+        select(ApiToken).where(ApiToken.token_hash == _digest(token), ApiToken.revoked.is_(False))
+    )
+    if row is None:
+        return None
+    session.execute(
+        update(ApiToken)
+        .where(ApiToken.id == row.id)
+        .values(last_used_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return session.get(User, row.user_id)
+
+
+def check_password(session: Session, name: str, password: str) -> User | None:
+    user = get_user(session, name)
+    if user is None or not user.password_hash:
+        check_password_hash("pbkdf2:sha256:600000$x$" + "0" * 64, password)  # same time
+        return None
+    return user if check_password_hash(user.password_hash, password) else None
+
+
+def audit(
+    session: Session, user: str | None, action: str, target: str, detail: dict | None = None
+) -> None:
+    session.add(AuditEvent(user=user, action=action, target=target, detail=detail or {}))

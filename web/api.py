@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from db.accounts import audit
 from db.jobs import cancel_job, results_page, series_summary
-from db.models import Job, ModelVersion
+from db.models import AuditEvent, Job, ModelVersion
 from db.registry import (
     VersionInUse,
     VersionNotFound,
@@ -19,7 +19,7 @@ from db.registry import (
 )
 from scanq import DISCLAIMER
 from web.access import may_see, owner_name, require_admin, visible
-from web.serialize import job_json, model_json, result_json, results_csv
+from web.serialize import iso, job_json, model_json, result_json, results_csv
 from web.services import (
     ApiError,
     boolean_field,
@@ -211,3 +211,15 @@ def activate(version_id: int):
         audit(session, owner_name(), "activate_model", f"model_version:{version_id}",
               {"modality": version.modality})  # fmt: skip
         return jsonify(model_json(version))
+
+
+@bp.get("/audit")
+def audit_trail():
+    """The newest audit events (admins): who did what to which object, and when."""
+    require_admin()
+    limit = _int_arg("limit", 100, 1, 1000)
+    with db_session() as session:
+        rows = session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit))
+        items = [{"at": iso(e.at), "user": e.user, "action": e.action, "target": e.target,
+                  "detail": e.detail} for e in rows]  # fmt: skip
+        return jsonify(items=items)

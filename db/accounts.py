@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from db.models import ROLES, ApiToken, AuditEvent, User, utcnow
+from db.models import ROLES, ApiToken, AuditEvent, User
 
 
 class AccountError(ValueError):
@@ -61,15 +61,9 @@ def user_for_token(session: Session, token: str) -> User | None:
     row = session.scalar(
         select(ApiToken).where(ApiToken.token_hash == _digest(token), ApiToken.revoked.is_(False))
     )
-    if row is None:
-        return None
-    session.execute(
-        update(ApiToken)
-        .where(ApiToken.id == row.id)
-        .values(last_used_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    return session.get(User, row.user_id)
+    # Read-only on purpose: no "last used" write per request, so reading results
+    # keeps working while the database refuses writes (e.g. SQLite locked).
+    return session.get(User, row.user_id) if row else None
 
 
 def check_password(session: Session, name: str, password: str) -> User | None:

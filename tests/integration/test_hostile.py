@@ -60,3 +60,44 @@ def test_hostile_corpus_fails_file_by_file_and_the_rest_is_scored(stack, shared_
         if p.is_file():
             assert len(p.name) == 64 and all(c in "0123456789abcdef" for c in p.name), p
     assert os.access(stack.data_dir, os.W_OK)
+
+
+def test_dicom_series_and_frames_are_scored_and_summarised(stack, shared_data):
+    """Real CT slices written as HU-coded DICOM: three slices of one series and one
+    three-frame file. Each slice is scored, each series summarised by its highest slice
+    probability, and a CT file in an X-ray job carries a warning."""
+    import numpy as np
+
+    from models.preprocess import decode_grayscale
+    from tests.helpers import dicom_bytes
+
+    def hu_stored(path):  # grey 0..255 -> the lung window's HU range -> stored (+2048)
+        grey = decode_grayscale(path).astype(np.float64)
+        return np.round(grey / 255 * 1500 - 1350 + 2048).astype(np.uint16)
+
+    slices = sample_images(shared_data, "ct", "covid", 6)
+    files = [("files", (f"s{k}.dcm", dicom_bytes(hu_stored(p), intercept=-2048,
+                                                 series_uid="1.2.826.0.1.1", instance=k + 1)))
+             for k, p in enumerate(slices[:3])]  # fmt: skip
+    same_size = [hu_stored(p) for p in slices[3:]]
+    h, w = min(a.shape[0] for a in same_size), min(a.shape[1] for a in same_size)
+    volume = dicom_bytes([a[:h, :w] for a in same_size], intercept=-2048, series_uid="1.2.826.0.9")
+    files.append(("files", ("volume.dcm", volume)))
+    resp = stack.http.post(f"{stack.url}/api/v1/jobs", files=files, data={"modality": "ct"})
+    job = stack.wait_job(resp.json()["id"])
+    assert (job["status"], job["done"], job["total"]) == ("succeeded", 6, 6), stack.log("worker")
+    items = stack.http.get(f"{stack.url}/api/v1/jobs/{job['id']}/results").json()["items"]
+    series = stack.http.get(f"{stack.url}/api/v1/jobs/{job['id']}/series").json()["items"]
+    assert {s["series"]: s["images"] for s in series} == {"1.2.826.0.1.1": 3, "1.2.826.0.9": 3}
+    for s in series:
+        probs = [i["probability"] for i in items if i["series"] == s["series"]]
+        assert s["scored"] == 3 and s["max_probability"] == max(probs)
+    assert sorted(i["frame"] for i in items if i["series"] == "1.2.826.0.9") == [1, 2, 3]
+    assert not any(i["warning"] for i in items)
+    page = stack.http.get(f"{stack.url}/jobs/{job['id']}").text
+    assert "1.2.826.0.1.1" in page and f"{max(i['probability'] for i in items[:3]):.3f}" in page
+
+    wrong = stack.http.post(f"{stack.url}/api/v1/jobs", files=files[:1], data={"modality": "xray"})
+    done = stack.wait_job(wrong.json()["id"])
+    (item,) = stack.http.get(f"{stack.url}/api/v1/jobs/{done['id']}/results").json()["items"]
+    assert "says Modality CT (ct), but the job is for xray" in item["warning"]

@@ -99,7 +99,7 @@ def test_grad_cam_reviews_and_a_scheduled_run_that_keeps_the_champion(loop_stack
                         json={"label": "maybe"})  # fmt: skip
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_label"
     pool = stack.http.get(f"{stack.url}/api/v1/labels?modality=ct").json()["items"]
-    assert len(pool) == 16 and {p["reviewer"] for p in pool} == {"ana", "ben"}
+    assert len(pool) == 16 and {p["reviewer"] for p in pool} == {"tester (ana)", "tester (ben)"}
     assert next(p for p in pool if p["scan_id"] == first["scan_id"])["label"] == scored[0][1]
 
     # Two beats, started before any schedule exists.

@@ -38,7 +38,6 @@ def upgrade() -> None:
         sa.Column("label", sa.String(64), nullable=False),
         sa.Column("revoked", sa.Boolean(), nullable=False),
         sa.Column("created_at", TZ, nullable=False),
-        sa.Column("last_used_at", TZ),
     )
     op.create_index("ix_api_token_user_id", "api_token", ["user_id"])
     op.create_index("ix_api_token_token_hash", "api_token", ["token_hash"], unique=True)

@@ -73,6 +73,23 @@ def test_upload_page_to_finished_job(stack, page, shared_data):
     assert DISCLAIMER in page.inner_text("#disclaimer")
     assert page.get_attribute("#csv-link", "href").endswith("/results.csv")
 
+    # A file name opens its result: the image, its Grad-CAM (polled until a worker has
+    # made it), and the review form, whose CSRF token the browser sends along.
+    page.locator("#results tbody tr.row-scored td a").first.click()
+    page.wait_for_url("**/results/*")
+    assert DISCLAIMER in page.inner_text("#disclaimer")
+    page.wait_for_selector("#heatmap:not([hidden])", timeout=120_000)
+    sizes = page.eval_on_selector_all(
+        "#image, #heatmap", "els => els.map(e => [e.naturalWidth, e.naturalHeight])"
+    )
+    assert sizes[0] == sizes[1] and sizes[0][0] > 0  # the heat map has the image's size
+    page.check("input[name=label][value=non_covid]")
+    page.fill("input[name=patient_id]", "p-17")
+    page.click("#review-submit")
+    page.wait_for_selector("#current-review")
+    text = page.inner_text("#current-review")
+    assert "non_covid" in text and "tester" in text and "p-17" in text
+
 
 def test_upload_page_shows_errors(stack, page, tmp_path):
     bad = tmp_path / "notes.png"

@@ -121,3 +121,22 @@ def test_training_form_to_new_version(stack, page, shared_data, tmp_path):
     assert "smallcnn" in produced.inner_text()
     widths = page.eval_on_selector_all("img[alt]", "els => els.map(e => e.naturalWidth)")
     assert len(widths) == 2 and all(w > 0 for w in widths)  # ROC and confusion pictures
+
+
+def test_schedule_created_paused_and_deleted_from_the_pages(stack, page):
+    page.goto(stack.url + "/schedules")
+    page.fill("input[name=name]", "weekly xray")
+    page.fill("input[name=cron]", "0 3 * * 1")
+    page.click("#schedule-submit")
+    page.wait_for_url("**/schedules/*")
+    assert "weekly xray" in page.inner_text("h1") and "active" in page.inner_text("#state")
+    page.click("#toggle")
+    page.wait_for_selector("#state:has-text('paused')")
+    page.fill("input[name=margin]", "0.02")
+    page.click("#schedule-save")
+    page.wait_for_selector("#state:has-text('paused')")
+    assert page.input_value("input[name=margin]") == "0.02"
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#delete")
+    page.wait_for_url("**/schedules")
+    assert "weekly xray" not in page.inner_text("#schedules")

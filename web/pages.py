@@ -16,11 +16,19 @@ from models.backbones import BACKBONES
 from models.report import REPORT_FILES
 from web.access import may_see, owner_name, require_admin, visible, visible_scan
 from web.serialize import ood_warning, result_status
-from web.services import ApiError, boolean_field, db_session, settings, submit_inference_job
+from web.services import (
+    ApiError,
+    boolean_field,
+    bounded_number,
+    db_session,
+    settings,
+    submit_inference_job,
+)
 from web.training import submit_training_job
 
 bp = Blueprint("pages", __name__)
 THUMB = 96
+PAGE_ROWS = 500  # result rows per job page; "Next" pages on, the CSV has all
 
 
 def _front_page(error: str | None = None, status: int = 200):
@@ -63,7 +71,13 @@ def job_page(job_id: str):
         job = session.get(Job, job_id)
         if not may_see(job):
             abort(404)
-        rows = results_page(session, job_id, 500)
+        try:
+            after = bounded_number(request.args, "after", int, -1, -1, 2**31)
+        except ApiError:
+            abort(400)
+        rows = results_page(session, job_id, PAGE_ROWS + 1, after)
+        more = len(rows) > PAGE_ROWS
+        rows = rows[:PAGE_ROWS]
         series = series_summary(session, job_id)
         version = session.get(ModelVersion, job.model_version_id) if job.model_version_id else None
         return render_template(
@@ -74,6 +88,8 @@ def job_page(job_id: str):
             result_status=result_status,
             ood_warning=ood_warning,
             series=series,
+            next_after=rows[-1][0].position if more else None,
+            paged=after >= 0,
         )
 
 

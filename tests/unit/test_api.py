@@ -4,6 +4,7 @@ unreachable here on purpose: a submission must still be accepted and kept in SQL
 import csv
 import io
 import os
+import re
 import subprocess
 import sys
 
@@ -175,3 +176,23 @@ def test_production_refuses_the_development_secret(app):
         create_app(replace(settings, environment="production", secret_key=DEFAULT_SECRET))
     ok = create_app(replace(settings, environment="production", secret_key="x" * 40))
     assert ok.config["SECRET_KEY"] == "x" * 40
+
+
+def test_job_page_pages_through_more_than_500_files(client, app):
+    from db.jobs import IncomingScan, create_inference_job
+    from db.registry import active_version
+    from db.session import session_scope
+
+    url = app.config["SCANQ_SETTINGS"].database_url
+    with session_scope(url) as s:
+        scans = [IncomingScan(f"f{i:04d}.png", error="not an image") for i in range(505)]
+        job, _ = create_inference_job(s, "xray", active_version(s, "xray").id, scans, 32,
+                                      owner="tester")  # fmt: skip
+        job_id = job.id
+    first = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert "f0499.png" in first and "f0500.png" not in first
+    link = re.search(r'id="next-page" href="([^"]+)"', first).group(1).replace("&amp;", "&")
+    second = client.get(link).get_data(as_text=True)
+    assert "f0500.png" in second and "f0504.png" in second and "f0499.png" not in second
+    assert 'id="next-page"' not in second
+    assert client.get(f"/jobs/{job_id}?after=x").status_code == 400

@@ -82,13 +82,13 @@ def _authenticate():
         if g.user is None:
             return _unauthorized("the token is not valid (revoked, or never issued)")
         return None
-    if request.method not in SAFE_METHODS:
-        csrf.protect()  # the cookie is sent by the browser on its own: prove the page
     if "user_id" in session:
         with db_session() as s:
             g.user = _principal(s.get(User, session["user_id"]))
     if g.user is None and request.endpoint not in PUBLIC:
         return _unauthorized("log in, or send Authorization: Bearer <token>")
+    if request.method not in SAFE_METHODS:
+        csrf.protect()  # the cookie is sent by the browser on its own: prove the page
     return None
 
 

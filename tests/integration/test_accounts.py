@@ -60,6 +60,8 @@ def test_users_see_only_their_own_and_admins_manage(stack, shared_data):
         resp = client.get(f"{url}/api/v1/jobs", headers=headers)
         assert resp.status_code == 401 and resp.json()["error"]["code"] == "unauthorized"
         assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    posted = anonymous.post(f"{url}/api/v1/jobs", files=files, data={"modality": "ct"})
+    assert posted.status_code == 401 and posted.json()["error"]["code"] == "unauthorized"
     page = anonymous.get(f"{url}/jobs/{job_id}", allow_redirects=False)
     assert page.status_code == 302 and "/login" in page.headers["Location"]
     assert anonymous.get(f"{url}/healthz").status_code == 200

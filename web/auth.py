@@ -22,6 +22,7 @@ from flask import (
     url_for,
 )
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException
 
 from db.accounts import audit, check_password, user_for_token
 from db.models import User
@@ -92,7 +93,26 @@ def _authenticate():
     return None
 
 
+DRAIN_LIMIT = 64 * 1024 * 1024
+
+
+def _drain_body() -> None:
+    """Read an unauthenticated request's body before answering it. A server that answers
+    and closes while a client is still uploading resets the connection, and the client
+    sees "connection reset" instead of the 401. Bounded: beyond the limit the
+    connection may close."""
+    try:
+        stream = request.stream
+        left = DRAIN_LIMIT
+        while left > 0 and (chunk := stream.read(min(1 << 20, left))):
+            left -= len(chunk)
+    except (OSError, HTTPException):  # over the upload limit, or the client went away
+        pass
+
+
 def _unauthorized(message: str):
+    if request.content_length:
+        _drain_body()
     if request.path.startswith("/api/"):
         body = jsonify(error={"code": "unauthorized", "message": message})
         return body, 401, {"WWW-Authenticate": 'Bearer realm="scanq"'}

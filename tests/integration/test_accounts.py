@@ -60,6 +60,8 @@ def test_users_see_only_their_own_and_admins_manage(stack, shared_data):
         resp = client.get(f"{url}/api/v1/jobs", headers=headers)
         assert resp.status_code == 401 and resp.json()["error"]["code"] == "unauthorized"
         assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    # An upload without a token gets its 401 (the server reads the body first: answering
+    # mid-upload would reset the connection), and the connection stays usable.
     posted = anonymous.post(f"{url}/api/v1/jobs", files=files, data={"modality": "ct"})
     assert posted.status_code == 401 and posted.json()["error"]["code"] == "unauthorized"
     page = anonymous.get(f"{url}/jobs/{job_id}", allow_redirects=False)

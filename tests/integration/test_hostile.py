@@ -101,3 +101,22 @@ def test_dicom_series_and_frames_are_scored_and_summarised(stack, shared_data):
     done = stack.wait_job(wrong.json()["id"])
     (item,) = stack.http.get(f"{stack.url}/api/v1/jobs/{done['id']}/results").json()["items"]
     assert "says Modality CT (ct), but the job is for xray" in item["warning"]
+
+
+def test_upload_over_the_limit_is_a_413_json_not_a_reset(tmp_path, redis_url):
+    """On a real gunicorn, an upload of 20 MB against a 1 MB limit: the client gets the
+    413 and its JSON error, not a reset connection."""
+    from tests.conftest import Stack, free_port
+
+    small = Stack(tmp_path / "small", redis_url, free_port(), None)
+    small.env["SCANQ_MAX_UPLOAD_MB"] = "1"
+    small.start()
+    try:
+        big = [("files", ("big.png", b"\0" * (20 << 20)))]
+        resp = small.http.post(f"{small.url}/api/v1/jobs", files=big, data={"modality": "xray"})
+        assert resp.status_code == 413
+        assert resp.json()["error"]["code"] == "upload_too_large"
+        assert "limited to 1 MB" in resp.json()["error"]["message"]
+        assert small.http.get(f"{small.url}/api/v1/jobs").status_code == 200  # still usable
+    finally:
+        small.stop()

@@ -58,12 +58,13 @@ def create_token(session: Session, user: User, label: str = "") -> str:
 
 
 def user_for_token(session: Session, token: str) -> User | None:
-    row = session.scalar(
-        select(ApiToken).where(ApiToken.token_hash == _digest(token), ApiToken.revoked.is_(False))
+    # One indexed read per request, and no "last used" write: reading results keeps
+    # working while the database refuses writes (e.g. SQLite locked).
+    return session.scalar(
+        select(User)
+        .join(ApiToken, ApiToken.user_id == User.id)
+        .where(ApiToken.token_hash == _digest(token), ApiToken.revoked.is_(False))
     )
-    # Read-only on purpose: no "last used" write per request, so reading results
-    # keeps working while the database refuses writes (e.g. SQLite locked).
-    return session.get(User, row.user_id) if row else None
 
 
 def check_password(session: Session, name: str, password: str) -> User | None:

@@ -120,3 +120,9 @@ def test_users_see_only_their_own_and_admins_manage(stack, shared_data):
     trail = stack.http.get(f"{url}/api/v1/audit?limit=1000").json()["items"]
     assert len(trail) == len(events) and trail[0]["action"] == "change_label"
     assert alice.get(f"{url}/api/v1/audit").status_code == 403
+
+    # A revoked token stops working at once.
+    assert bob.get(f"{url}/api/v1/jobs").status_code == 200
+    revoked = stack.scanq("token", "revoke", "--user", "bob")
+    assert revoked.returncode == 0, revoked.stderr
+    assert bob.get(f"{url}/api/v1/jobs").status_code == 401

@@ -34,19 +34,13 @@ def border_share(cam: np.ndarray, size: int, margin: float) -> float:
 
 
 def measure(modality: str, data: Path, margin: float) -> dict:
-    import keras
-
-    import models.layers  # noqa: F401
-    from models.dataset import load_examples, train_val_test
     from models.gradcam import explainer
-    from models.train import decode_examples
+    from models.train import reload_version
 
-    folder = Path("models/default") / modality
-    card = json.loads((folder / "card.json").read_text())
-    size = int(card["input_size"])
-    explain = explainer(keras.models.load_model(folder / "model.keras", compile=False))
-    examples, x, _ = decode_examples(load_examples(data, modality), size)
-    _, _, te = train_val_test(examples, seed=card["split"]["seed"])
+    v = reload_version(Path("models/default") / modality, data)
+    size, examples, x = v.input_size, v.examples, v.x
+    explain = explainer(v.model)
+    _, _, te = v.split
     shares: dict[str, list[float]] = {"covid": [], "non_covid": []}
     for i in te:
         _, cam = explain(x[i])

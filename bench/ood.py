@@ -18,33 +18,26 @@ from pathlib import Path
 
 import numpy as np
 
-from models.ood_calibration import calibrate_version, other_modality_inputs
+from models.ood_calibration import featurize, fit_and_measure, other_modality_inputs
 
 OUT = Path(__file__).parent / "out"
 
 
 def measure(modality: str, data: Path, ks: list[int]) -> dict:
-    import keras
+    from models.dataset import split_groups
+    from models.train import reload_version
 
-    import models.layers  # noqa: F401
-    from models.dataset import load_examples, split_groups, train_val_test
-    from models.train import decode_examples
-
-    folder = Path("models/default") / modality
-    card = json.loads((folder / "card.json").read_text())
-    size = int(card["input_size"])
-    model = keras.models.load_model(folder / "model.keras", compile=False)
-    examples, x, _ = decode_examples(load_examples(data, modality), size)
-    tr, va, te = train_val_test(examples, seed=card["split"]["seed"])
-    other = other_modality_inputs(data, modality, size)
+    v = reload_version(Path("models/default") / modality, data)
+    tr, va, te = v.split
+    other = other_modality_inputs(data, modality, v.input_size)
+    featured = featurize(v.model, v.x, te, other)  # once: only the fit depends on k
+    groups, fit_idx = split_groups(v.examples), np.concatenate([tr, va])
     by_k = {}
     for k in ks:
-        _, section = calibrate_version(
-            model, x, split_groups(examples), np.concatenate([tr, va]), te, other, k=k
-        )
+        _, section = fit_and_measure(featured, groups, fit_idx, k=k)
         by_k[k] = {"calibration_leave_patient_out": section["calibration_flag_rate"]}
         by_k[k] |= {name: r["rate"] for name, r in section["flag_rates"].items()}
-        n = {name: r["n"] for name, r in section["flag_rates"].items()}
+    n = {name: len(inputs) for name, (inputs, _f) in featured.sets.items()}
     return {"n": n, "by_k": by_k}
 
 

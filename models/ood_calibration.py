@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,19 +30,57 @@ def _features(net, x: np.ndarray) -> np.ndarray:
     return np.asarray(net.predict(x, batch_size=32, verbose=0)[1], dtype=np.float32)
 
 
-def ood_test_sets(
+def foreign_sets(
     x_test: np.ndarray, size: int, other: dict[str, np.ndarray] | None = None
 ) -> dict[str, np.ndarray]:
-    """Model inputs of every set a card reports: held-out scans (in distribution), then
-    what is not a scan of this modality."""
+    """Model inputs of every set a card reports besides the held-out scans: what is not
+    a scan of this modality (another modality, photographs, text, noise, blanks) and the
+    held-out scans rotated or inverted."""
     grey = [a[..., 0].astype(np.uint8) for a in x_test]
-    sets = {"in_distribution_test": x_test, **(other or {})}
+    sets = dict(other or {})
     for name, make in ood_sets.SYNTHETIC.items():
         sets[name] = np.stack([resize_square(g, size) for g in make()])
     if grey:
         sets["rotated_scans"] = np.stack([resize_square(g, size) for g in ood_sets.rotated(grey)])
         sets["inverted_scans"] = np.stack([resize_square(g, size) for g in ood_sets.inverted(grey)])
     return sets
+
+
+@dataclass
+class Featured:
+    """Features computed once, for calibrating (perhaps with several k) and measuring."""
+
+    features: np.ndarray  # of every image of the version's data
+    sets: dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (model inputs, features)
+
+
+def featurize(
+    model, x: np.ndarray, test_idx: np.ndarray, other: dict[str, np.ndarray] | None = None
+) -> Featured:
+    net = ood.with_features(model)
+    feats = _features(net, x)
+    sets = {"in_distribution_test": (x[test_idx], feats[test_idx])}
+    for name, inputs in foreign_sets(x[test_idx], int(x.shape[1]), other).items():
+        sets[name] = (inputs, _features(net, inputs))
+    return Featured(feats, sets)
+
+
+def fit_and_measure(
+    featured: Featured, groups: list[str], fit_idx: np.ndarray, k: int = ood.DEFAULT_K
+) -> tuple[ood.OODModel, dict]:
+    """(calibration, card section) from features already computed."""
+    feats = featured.features
+    fitted, held_out = ood.calibrate(feats[fit_idx], [groups[i] for i in fit_idx], k=k)
+    section = {
+        "method": f"cosine k-nearest-neighbour (k={fitted.k}) on pooled backbone features",
+        "k": fitted.k,
+        "target_rate": fitted.target_rate,
+        "threshold": round(fitted.threshold, 6),
+        "n_calibration": int(len(fit_idx)),
+        "calibration_flag_rate": round(float(np.mean(held_out > 1.0)), 4),
+        "flag_rates": ood.flag_rates(fitted, featured.sets),
+    }
+    return fitted, section
 
 
 def calibrate_version(
@@ -55,23 +94,7 @@ def calibrate_version(
 ) -> tuple[ood.OODModel, dict]:
     """(calibration, card section). `fit_idx` are the training + validation images,
     `test_idx` the held-out patients, `other` named sets of another modality's inputs."""
-    net = ood.with_features(model)
-    feats = _features(net, x)
-    fitted, held_out = ood.calibrate(feats[fit_idx], [groups[i] for i in fit_idx], k=k)
-    size = int(x.shape[1])
-    sets = ood_test_sets(x[test_idx], size, other)
-    featured = {"in_distribution_test": (x[test_idx], feats[test_idx])}
-    featured |= {n: (v, _features(net, v)) for n, v in sets.items() if n not in featured}
-    section = {
-        "method": f"cosine k-nearest-neighbour (k={fitted.k}) on pooled backbone features",
-        "k": fitted.k,
-        "target_rate": fitted.target_rate,
-        "threshold": round(fitted.threshold, 6),
-        "n_calibration": int(len(fit_idx)),
-        "calibration_flag_rate": round(float(np.mean(held_out > 1.0)), 4),
-        "flag_rates": ood.flag_rates(fitted, featured),
-    }
-    return fitted, section
+    return fit_and_measure(featurize(model, x, test_idx, other), groups, fit_idx, k)
 
 
 def render_section(section: dict) -> str:
@@ -91,11 +114,8 @@ def render_section(section: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import keras
-
-    import models.layers  # noqa: F401
-    from models.dataset import load_examples, split_groups, train_val_test
-    from models.train import decode_examples, render_card
+    from models.dataset import split_groups
+    from models.train import reload_version, render_card
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--version", required=True, help="a model version folder")
@@ -103,19 +123,17 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     folder = Path(args.version)
-    card = json.loads((folder / "card.json").read_text())
-    modality, size = card["modality"], int(card["input_size"])
-    examples, x, _ = decode_examples(load_examples(args.data, modality), size)
-    tr, va, te = train_val_test(examples, seed=card["split"]["seed"])
-    if [len(tr), len(va), len(te)] != [card["split"][p] for p in ("train", "val", "test")]:
-        raise SystemExit("the data no longer gives the split this version was trained on")
-    model = keras.models.load_model(folder / "model.keras", compile=False)
-    other = other_modality_inputs(Path(args.data), modality, size)
+    try:
+        v = reload_version(folder, args.data)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    tr, va, te = v.split
+    other = other_modality_inputs(Path(args.data), v.card["modality"], v.input_size)
     fitted, section = calibrate_version(
-        model, x, split_groups(examples), np.concatenate([tr, va]), te, other
+        v.model, v.x, split_groups(v.examples), np.concatenate([tr, va]), te, other
     )
     fitted.save(folder)
-    card["ood"] = section
+    card = {**v.card, "ood": section}
     (folder / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
     (folder / "MODEL_CARD.md").write_text(render_card(card))
     log.info("%s", json.dumps(section["flag_rates"]))

@@ -326,6 +326,39 @@ def _operating_point(y: np.ndarray, p: np.ndarray, threshold: float) -> list[flo
     return [round(fpr, 4), round(tpr, 4)]
 
 
+@dataclass
+class ReloadedVersion:
+    """A saved version with the images and patient split it was trained on."""
+
+    card: dict
+    model: object
+    examples: list[Example]
+    x: np.ndarray
+    split: tuple[np.ndarray, np.ndarray, np.ndarray]
+
+    @property
+    def input_size(self) -> int:
+        return int(self.card["input_size"])
+
+
+def reload_version(folder: Path, data: Path | str) -> ReloadedVersion:
+    """Load a saved version and re-derive its patient split from the seed in its card,
+    for work on the same patients after training (out-of-distribution calibration,
+    benchmarks). ValueError when the data no longer gives the split it was trained on."""
+    import keras
+
+    import models.layers  # noqa: F401 - registers the layers saved models may hold
+
+    folder = Path(folder)
+    card = json.loads((folder / "card.json").read_text())
+    examples, x, _ = decode_examples(load_examples(data, card["modality"]), int(card["input_size"]))
+    split = train_val_test(examples, seed=card["split"]["seed"])
+    if [len(part) for part in split] != [card["split"][p] for p in ("train", "val", "test")]:
+        raise ValueError("the data no longer gives the split this version was trained on")
+    model = keras.models.load_model(folder / "model.keras", compile=False)
+    return ReloadedVersion(card, model, examples, x, split)
+
+
 def save_version(result: TrainResult, out: Path, command: str | None = None) -> Path:
     """Write model.keras, card.json and a human-readable MODEL_CARD.md into `out`."""
     out.mkdir(parents=True, exist_ok=True)

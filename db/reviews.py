@@ -12,7 +12,12 @@ from db.models import LABELS, Job, Result, Review, Scan, utcnow
 
 
 class ReviewError(ValueError):
-    """A review that cannot be recorded; the message says why."""
+    """A review that cannot be recorded; the message says why, `code` names the case
+    ("bad_label" or "not_scored")."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
 
 
 def save_review(
@@ -20,13 +25,15 @@ def save_review(
 ) -> Review:
     """Record (or replace) the label of a scored image."""
     if label not in LABELS:
-        raise ReviewError(f"label must be one of {', '.join(LABELS)}")
+        raise ReviewError("bad_label", f"label must be one of {', '.join(LABELS)}")
     scan = session.get(Scan, scan_id)
     if scan is None:
         raise LookupError(f"no scan {scan_id}")
     result = session.scalar(select(Result).where(Result.scan_id == scan_id))
     if result is None or result.error:
-        raise ReviewError("only a scored image can be reviewed; this one has no score")
+        raise ReviewError(
+            "not_scored", "only a scored image can be reviewed; this one has no score"
+        )
     modality = session.scalar(select(Job.modality).where(Job.id == scan.job_id))
     review = session.scalar(select(Review).where(Review.scan_id == scan_id))
     now = utcnow()

@@ -4,6 +4,7 @@ thumbnails, models. Every page that shows a result carries the disclaimer (base.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 from flask import Blueprint, abort, redirect, render_template, request, send_file, url_for
 from PIL import Image
@@ -133,13 +134,18 @@ def model_report_image(version_id: int, name: str):
     return send_file(path, mimetype="image/png", max_age=3600)
 
 
-@bp.get("/scans/<int:scan_id>/thumbnail.png")
-def thumbnail(scan_id: int):
+def stored_scan_path(scan_id: int) -> Path:
+    """The stored file of a scan this user may see, or 404."""
     with db_session() as session:
         scan = visible_scan(session, scan_id)
         if scan is None or not scan.stored_path:
             abort(404)
-        path = settings().data_dir / scan.stored_path
+        return settings().data_dir / scan.stored_path
+
+
+@bp.get("/scans/<int:scan_id>/thumbnail.png")
+def thumbnail(scan_id: int):
+    path = stored_scan_path(scan_id)
     try:
         with Image.open(path) as im:
             im.thumbnail((THUMB, THUMB))

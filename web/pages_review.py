@@ -10,13 +10,12 @@ from flask import abort, redirect, render_template, request, send_file, url_for
 from PIL import Image
 from sqlalchemy import select
 
-from db.models import MODALITIES, Schedule
+from db.models import LABELS, MODALITIES, Schedule
 from db.schedules import runs
 from models.backbones import BACKBONES
 from models.preprocess import ImageError, decode_grayscale
-from web.access import visible_scan
 from web.auth import current_user
-from web.pages import bp
+from web.pages import bp, stored_scan_path
 from web.reviews import record_review, result_detail
 from web.schedules import (
     create_schedule,
@@ -26,7 +25,7 @@ from web.schedules import (
     schedule_json,
     update_schedule,
 )
-from web.services import ApiError, db_session, settings
+from web.services import ApiError, db_session
 
 
 @bp.get("/results/<int:scan_id>")
@@ -36,8 +35,7 @@ def result_page(scan_id: int, error: str | None = None, status: int = 200):
             detail = result_detail(session, scan_id)
         except ApiError:
             abort(404)
-    return render_template("result.html", r=detail, labels=("covid", "non_covid"),
-                           error=error), status  # fmt: skip
+    return render_template("result.html", r=detail, labels=LABELS, error=error), status
 
 
 @bp.post("/results/<int:scan_id>/review")
@@ -54,11 +52,7 @@ def review_form(scan_id: int):
 @bp.get("/scans/<int:scan_id>/image.png")
 def scan_image(scan_id: int):
     """The stored image as grey PNG at its own size (what the model saw, before resizing)."""
-    with db_session() as session:
-        scan = visible_scan(session, scan_id)
-        if scan is None or not scan.stored_path:
-            abort(404)
-        path = settings().data_dir / scan.stored_path
+    path = stored_scan_path(scan_id)
     try:
         gray = decode_grayscale(path)
     except (ImageError, OSError):

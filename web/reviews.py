@@ -85,8 +85,8 @@ def record_review(scan_id: int, values: Mapping) -> dict:
         except LookupError:
             raise ApiError(404, "result_not_found", f"no scanned image {scan_id}") from None
         except ReviewError as exc:
-            code = "bad_label" if "label must" in str(exc) else "not_scored"
-            raise ApiError(400 if code == "bad_label" else 409, code, str(exc)) from None
+            status = 400 if exc.code == "bad_label" else 409
+            raise ApiError(status, exc.code, str(exc)) from None
         audit(session, owner_name(), "review" if before is None else "change_label",
               f"scan:{scan_id}", {"from": before, "to": label, "model": review.model_label,
                                   "patient_id": patient})  # fmt: skip

@@ -6,7 +6,6 @@ version whoever asks."""
 
 from __future__ import annotations
 
-import logging
 import os
 
 from celery import shared_task
@@ -18,7 +17,6 @@ from db.session import session_scope
 from scanq.settings import get_settings
 from worker.celery_app import EXPLAIN_SCAN
 
-log = logging.getLogger(__name__)
 _explainers: dict[int, object] = {}
 
 

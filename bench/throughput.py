@@ -31,9 +31,10 @@ import numpy as np
 import requests
 
 from bench.stack import DEFAULT_DATA, OUT, LocalStack
+from cli.client import FINAL_STATUSES
 
 
-def bench_version(stack: LocalStack, backbone: str) -> tuple[int, Path]:
+def bench_version(stack: LocalStack, backbone: str) -> tuple[int, Path, str]:
     """An untrained model of `backbone` registered in the stack (speed does not depend
     on the weights); `active` takes the stack's active X-ray model."""
     from db.registry import active_version, register_version
@@ -44,7 +45,8 @@ def bench_version(stack: LocalStack, backbone: str) -> tuple[int, Path]:
     with session_scope(stack.database_url) as session:
         if backbone == "active":
             v = active_version(session, "xray")
-            return v.id, _with_settings(settings, stack).version_dir(v.path) / "model.keras"
+            path = _with_settings(settings, stack).version_dir(v.path) / "model.keras"
+            return v.id, path, v.backbone
     from models.backbones import BACKBONES, build_classifier
 
     size = BACKBONES[backbone].default_size
@@ -55,7 +57,7 @@ def bench_version(stack: LocalStack, backbone: str) -> tuple[int, Path]:
     card = {"modality": "xray", "backbone": backbone, "input_size": size, "threshold": 0.5}
     with session_scope(stack.database_url) as session:
         version_id = register_version(session, card, rel).id
-    return version_id, stack.data_dir / rel / "model.keras"
+    return version_id, stack.data_dir / rel / "model.keras", backbone
 
 
 def _with_settings(settings, stack: LocalStack):
@@ -86,27 +88,33 @@ def raw_throughput(model_file: Path, images: list[Path], batch_size: int, second
 
 
 class StatusProbe(threading.Thread):
-    """Polls the job's status endpoint, timing each answer: four times a second, four
-    times as often as the job page does."""
+    """Polls the job's status endpoint until the job ends, timing each answer: four
+    times a second, four times as often as the job page does. It is also how the bench
+    learns that the job ended, so no second poller loads the web process."""
 
-    def __init__(self, url: str, session_factory, interval: float = 0.25):
+    def __init__(self, url: str, session_factory, interval: float = 0.25, timeout: float = 3600):
         super().__init__(daemon=True)
         self.url, self.interval, self.session_factory = url, interval, session_factory
+        self.deadline = time.monotonic() + timeout
         self.latencies: list[float] = []
         self.errors = 0
-        self.stop = threading.Event()
+        self.final: dict | None = None
 
     def run(self) -> None:
         session = self.session_factory()
-        while not self.stop.is_set():
+        while self.final is None and time.monotonic() < self.deadline:
             t0 = time.perf_counter()
             try:
-                ok = session.get(self.url, timeout=10).status_code == 200
+                resp = session.get(self.url, timeout=10)
+                ok = resp.status_code == 200
             except requests.RequestException:
                 ok = False
             self.latencies.append((time.perf_counter() - t0) * 1000)
             self.errors += not ok
-            self.stop.wait(self.interval)
+            if ok and resp.json()["status"] in FINAL_STATUSES:
+                self.final = resp.json()
+            else:
+                time.sleep(self.interval)
 
 
 def stage_times(database_url: str, job_id: str) -> dict:
@@ -131,20 +139,27 @@ def stage_times(database_url: str, job_id: str) -> dict:
 
 def measure(stack: LocalStack, backbone: str, images: list[Path], n: int, batch_size: int,
             raw_seconds: float) -> dict:  # fmt: skip
-    version_id, model_file = bench_version(stack, backbone)
-    raw_before, size = raw_throughput(model_file, images, batch_size, raw_seconds)
+    from models.batching import model_batch_size
+    from scanq.settings import load_settings
+    from worker.runtime import configure_tensorflow
+
+    version_id, model_file, backbone = bench_version(stack, backbone)
+    # The raw loop uses the call shape the worker picks for this backbone and device.
+    override = load_settings().model_batch_size  # SCANQ_MODEL_BATCH_SIZE, as the worker sees it
+    rows = min(model_batch_size(backbone, configure_tensorflow(), override), batch_size)
+    raw_before, size = raw_throughput(model_file, images, rows, raw_seconds)
     warm, _s, _u = stack.submit(images[:batch_size], version_id)
     assert stack.wait(warm)["status"] == "succeeded", f"warm-up failed: {stack.data_dir}"
     files = [images[i % len(images)] for i in range(n)]
     job_id, start, upload_s = stack.submit(files, version_id)
     probe = StatusProbe(f"{stack.url}/api/v1/jobs/{job_id}", stack.session)
     probe.start()
-    job = stack.wait(job_id)
-    probe.stop.set()
     probe.join()
+    job = probe.final
+    assert job is not None, f"job {job_id} did not finish; see {stack.data_dir}"
     # This machine's speed drifts between minutes: the raw figure is measured before
     # and after the job, and the ratio uses their mean.
-    raw_after, _size = raw_throughput(model_file, images, batch_size, raw_seconds)
+    raw_after, _size = raw_throughput(model_file, images, rows, raw_seconds)
     raw = (raw_before + raw_after) / 2
     finished = datetime.fromisoformat(job["finished_at"].replace("Z", "+00:00"))
     elapsed = finished.timestamp() - start
@@ -155,6 +170,7 @@ def measure(stack: LocalStack, backbone: str, images: list[Path], n: int, batch_
         "backbone": backbone,
         "input_size": size,
         "batch_size": batch_size,
+        "model_batch": rows,
         "n": n,
         "scored": scored,
         "failed": job["failed"],
@@ -202,7 +218,7 @@ def main() -> None:
     ap.add_argument("--data", default=os.environ.get("SCANQ_SHARED_DATA", str(DEFAULT_DATA)))
     ap.add_argument("--n", type=int, default=500, help="images in the measured job")
     ap.add_argument("--backbones", default="active", help="comma list; 'active' = shipped model")
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=32, help="images per queued task")
     ap.add_argument("--raw-seconds", type=float, default=20.0)
     args = ap.parse_args()
     images = sorted((Path(args.data) / "xray" / "dev").rglob("*.png"))

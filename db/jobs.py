@@ -55,37 +55,34 @@ def create_inference_job(
     session.add(job)
     session.flush()
     good = [s for s in scans if s.error is None]
-    batch_ids: list[int] = []
-    batches: list[Batch] = []
-    for seq, start in enumerate(range(0, len(good), batch_size)):
-        b = Batch(job_id=job.id, seq=seq, size=len(good[start : start + batch_size]))
-        batches.append(b)
+    batches = [
+        Batch(job_id=job.id, seq=seq, size=len(good[start : start + batch_size]))
+        for seq, start in enumerate(range(0, len(good), batch_size))
+    ]
     session.add_all(batches)
     session.flush()
-    good_index = 0
+    # One multi-row INSERT for the scans (and one for upload-time failures) instead of
+    # an ORM object each: the whole upload waits for this before any scoring starts.
+    rows, good_index = [], 0
     for position, item in enumerate(scans):
         batch_id = None
         if item.error is None:
             batch_id = batches[good_index // batch_size].id
             good_index += 1
-        scan = Scan(
-            job_id=job.id,
-            batch_id=batch_id,
-            position=position,
-            filename=item.filename[:1024],
-            sha256=item.sha256,
-            stored_path=item.stored_path,
-            size_bytes=item.size_bytes,
-            width=item.width,
-            height=item.height,
-            series=item.series,
-            frame=item.frame,
-            note=item.note,
-        )
-        session.add(scan)
-        if item.error is not None:
-            scan.result = Result(job_id=job.id, error=item.error)
-    session.flush()
+        rows.append({
+            "job_id": job.id, "batch_id": batch_id, "position": position,
+            "filename": item.filename[:1024], "sha256": item.sha256,
+            "stored_path": item.stored_path, "size_bytes": item.size_bytes,
+            "width": item.width, "height": item.height, "series": item.series,
+            "frame": item.frame, "note": item.note,
+        })  # fmt: skip
+    ids = session.scalars(insert(Scan).returning(Scan.id, sort_by_parameter_order=True), rows)
+    failed = [
+        {"scan_id": scan_id, "job_id": job.id, "error": item.error}
+        for scan_id, item in zip(ids.all(), scans, strict=True)
+        if item.error is not None
+    ]
+    store_results(session, failed)
     batch_ids = [b.id for b in batches]
     refresh_job(session, job.id)
     return job, batch_ids

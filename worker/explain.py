@@ -38,7 +38,7 @@ def explain_scan(scan_id: int) -> str:
         if row is None:
             return "not scored"
         stored, sha, version = row
-        version_args = (version.id, version.path, version.temperature)
+        version_args = (version.id, version.path, version.temperature, version.backbone)
     out = settings.heatmap_path(version_args[0], sha)
     if out.exists():
         return "exists"

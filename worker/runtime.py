@@ -17,7 +17,7 @@ from scanq.settings import Settings
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _configured = False
-_predictors: dict[tuple[int, int], object] = {}
+_predictors: dict[int, object] = {}
 
 
 def configure_tensorflow() -> str:
@@ -54,18 +54,24 @@ def _single_threaded_blas() -> None:
     threadpool_limits(limits=1, user_api="blas")
 
 
-def predictor_for(settings: Settings, version_id: int, path: str, temperature: float):
-    """Load a model version once per process; later batches reuse it."""
-    key = (version_id, settings.batch_size)
+def predictor_for(
+    settings: Settings, version_id: int, path: str, temperature: float, backbone: str
+):
+    """Load a model version once per process; later batches reuse it. Its call shape
+    is chosen for its backbone and this process's device (models.batching)."""
     with _lock:
-        cached = _predictors.get(key)
+        cached = _predictors.get(version_id)
     if cached is not None:
         return cached
-    configure_tensorflow()
+    device = configure_tensorflow()
+    from models.batching import model_batch_size
     from models.predictor import Predictor
 
-    predictor = Predictor(settings.version_dir(path), settings.batch_size, temperature)
+    # A call never holds more than one task's images: more rows would only be padding.
+    rows = min(model_batch_size(backbone, device, settings.model_batch_size), settings.batch_size)
+    predictor = Predictor(settings.version_dir(path), rows, temperature)
     with _lock:
-        _predictors[key] = predictor
-    log.info("loaded model version %s in pid %s", version_id, os.getpid())
+        _predictors[version_id] = predictor
+    log.info("loaded model version %s (%s, %d rows per call on %s) in pid %s",
+             version_id, backbone, rows, device, os.getpid())  # fmt: skip
     return predictor

@@ -60,7 +60,7 @@ def score_batch(batch_id: int) -> str:
         ]
         job_id, threshold = job.id, version.threshold
         skip_ood = bool((job.options or {}).get("skip_out_of_distribution"))
-        version_args = (version.id, version.path, version.temperature)
+        version_args = (version.id, version.path, version.temperature, version.backbone)
         queued = (batch.started_at - batch.enqueued_at) if batch.enqueued_at else None
         suspect, isolate = batch.probing_scan_id, batch.attempts > ISOLATE_AFTER_ATTEMPTS
         upcoming = next_queued_batch(session, batch)

@@ -41,51 +41,105 @@ def create_inference_job(
     owner: str | None = None,
     options: dict | None = None,
 ) -> tuple[Job, list[int]]:
-    """Insert a job, its batches and scans in one transaction. Files rejected at upload
-    get their failed result now, so every file of a job ends with exactly one result.
-    Returns the job and the ids of the batches to enqueue."""
+    """A whole job in one transaction (the upload path streams instead: open, add,
+    close). Returns the job and the ids of the batches to enqueue."""
+    job = open_inference_job(session, modality, model_version_id, owner, options)
+    batch_ids = add_scans(session, job.id, list(enumerate(scans)), batch_size, first_seq=0)
+    return close_upload(session, job.id), batch_ids
+
+
+def open_inference_job(
+    session: Session,
+    modality: str,
+    model_version_id: int,
+    owner: str | None = None,
+    options: dict | None = None,
+) -> Job:
+    """A job whose files are still arriving ("receiving"): workers score its batches as
+    they are queued, but it cannot finish before `close_upload`."""
     job = Job(
         kind="inference",
         modality=modality,
         model_version_id=model_version_id,
         owner=owner,
         options=options or {},
-        total=len(scans),
+        status="receiving",
+        total=0,
     )
     session.add(job)
     session.flush()
-    good = [s for s in scans if s.error is None]
+    return job
+
+
+def add_scans(
+    session: Session,
+    job_id: str,
+    scans: list[tuple[int, IncomingScan]],
+    batch_size: int,
+    first_seq: int,
+) -> list[int]:
+    """Insert (upload position, scan) pairs: usable scans in new batches of
+    `batch_size` (numbered from `first_seq`), files rejected at upload with their failed
+    result at once, so every file of a job ends with exactly one result. Returns the
+    new batches' ids, to enqueue."""
+    good = [item for _pos, item in scans if item.error is None]
     batches = [
-        Batch(job_id=job.id, seq=seq, size=len(good[start : start + batch_size]))
-        for seq, start in enumerate(range(0, len(good), batch_size))
+        Batch(job_id=job_id, seq=first_seq + i, size=len(good[start : start + batch_size]))
+        for i, start in enumerate(range(0, len(good), batch_size))
     ]
     session.add_all(batches)
     session.flush()
     # One multi-row INSERT for the scans (and one for upload-time failures) instead of
-    # an ORM object each: the whole upload waits for this before any scoring starts.
+    # an ORM object each: the upload waits for this.
     rows, good_index = [], 0
-    for position, item in enumerate(scans):
+    for position, item in scans:
         batch_id = None
         if item.error is None:
             batch_id = batches[good_index // batch_size].id
             good_index += 1
         rows.append({
-            "job_id": job.id, "batch_id": batch_id, "position": position,
+            "job_id": job_id, "batch_id": batch_id, "position": position,
             "filename": item.filename[:1024], "sha256": item.sha256,
             "stored_path": item.stored_path, "size_bytes": item.size_bytes,
             "width": item.width, "height": item.height, "series": item.series,
             "frame": item.frame, "note": item.note,
         })  # fmt: skip
-    ids = session.scalars(insert(Scan).returning(Scan.id, sort_by_parameter_order=True), rows)
-    failed = [
-        {"scan_id": scan_id, "job_id": job.id, "error": item.error}
-        for scan_id, item in zip(ids.all(), scans, strict=True)
-        if item.error is not None
-    ]
-    store_results(session, failed)
-    batch_ids = [b.id for b in batches]
-    refresh_job(session, job.id)
-    return job, batch_ids
+    if rows:
+        ids = session.scalars(insert(Scan).returning(Scan.id, sort_by_parameter_order=True), rows)
+        failed = [
+            {"scan_id": scan_id, "job_id": job_id, "error": item.error}
+            for scan_id, (_pos, item) in zip(ids.all(), scans, strict=True)
+            if item.error is not None
+        ]
+        store_results(session, failed)
+    session.execute(update(Job).where(Job.id == job_id).values(total=Job.total + len(scans)))
+    return [b.id for b in batches]
+
+
+def close_upload(session: Session, job_id: str) -> Job | None:
+    """receiving -> queued, or running if a batch already started: from now on the
+    last result finishes the job (and it may already have it)."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "receiving")
+        .values(status=case((Job.started_at.is_(None), "queued"), else_="running"))
+    )
+    return refresh_job(session, job_id)
+
+
+def abort_upload(session: Session, job_id: str, error: str) -> None:
+    """receiving -> failed, for an upload that broke off or was refused part-way; its
+    batches not yet scored are skipped. Results already stored stay visible."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "receiving")
+        .values(status="failed", finished_at=utcnow(), error=error[:2000])
+    )
+    session.execute(
+        update(Batch)
+        .where(Batch.job_id == job_id, Batch.status.in_(("queued", "running")))
+        .values(status="cancelled")
+    )
 
 
 def claim_batch(session: Session, batch_id: int) -> Batch | None:
@@ -102,11 +156,12 @@ def claim_batch(session: Session, batch_id: int) -> Batch | None:
         .where(Batch.id == batch_id, Batch.status.in_(("queued", "running")))
         .values(status="running", attempts=Batch.attempts + 1, started_at=utcnow())
     )
-    session.execute(
+    session.execute(  # a job still receiving files keeps that status until closed
         update(Job)
-        .where(Job.id == job.id, Job.status == "queued")
-        .values(status="running", started_at=utcnow())
-    )
+        .where(Job.id == job.id, Job.status.in_(("queued", "receiving")), Job.started_at.is_(None))
+        .values(status=case((Job.status == "queued", "running"), else_=Job.status),
+                started_at=utcnow())
+    )  # fmt: skip
     session.flush()
     session.refresh(batch)
     return batch
@@ -192,10 +247,11 @@ def refresh_job(session: Session, job_id: str) -> Job | None:
 
 
 def cancel_job(session: Session, job_id: str) -> bool:
-    """queued|running -> cancelled; the batches still queued are skipped by workers."""
+    """queued|running|receiving -> cancelled; the batches still queued are skipped by
+    workers, and an upload still arriving stops at its next chunk."""
     changed = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status.in_(("queued", "running")))
+        .where(Job.id == job_id, Job.status.in_(("queued", "running", "receiving")))
         .values(status="cancelled", finished_at=utcnow())
     ).rowcount
     session.execute(

@@ -23,7 +23,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 JOB_KINDS = ("inference", "training")
 MODALITIES = ("xray", "ct")
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+JOB_STATUSES = ("receiving", "queued", "running", "succeeded", "failed", "cancelled")
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 BATCH_STATUSES = ("queued", "running", "done", "cancelled")
 

@@ -72,3 +72,11 @@ def dicom_bytes(
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
+
+
+def multipart_part(boundary: str, name: str, filename: str | None, data: bytes) -> bytes:
+    """One part of a hand-built multipart body (tests that choose the order of parts
+    or send the body in pieces)."""
+    disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+    head = f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n"
+    return head.encode() + data + b"\r\n"

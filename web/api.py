@@ -19,8 +19,10 @@ from db.registry import (
 )
 from scanq import DISCLAIMER
 from web.access import may_see, owner_name, require_admin, visible
+from web.multipart import BufferedUpload, UploadParts
 from web.serialize import iso, job_json, model_json, result_json, results_csv
 from web.services import (
+    NO_FILES,
     ApiError,
     boolean_field,
     bounded_number,
@@ -65,17 +67,21 @@ def _get_job(session, job_id: str) -> Job:
 
 @bp.post("/jobs")
 def create_job():
-    files = request.files.getlist("files")
-    uploads = [(f.filename or "upload", f.read()) for f in files]
-    modality = (request.form.get("modality") or "").strip().lower()
+    upload = UploadParts(request)  # files stream in; fields sent before them are read
+    if not upload.has_files:
+        raise ApiError(400, "no_files", NO_FILES)
+    if "modality" not in upload.fields:  # sent after the files: read them all first
+        upload = BufferedUpload(upload)
+    form = upload.fields
+    modality = (form.get("modality") or "").strip().lower()
     if not modality:
         raise ApiError(400, "missing_modality", "modality is required: xray or ct")
     job = submit_inference_job(
-        uploads,
+        upload.files(),
         modality,
-        request.form.get("model_version") or None,
+        form.get("model_version") or None,
         owner=owner_name(),
-        skip_out_of_distribution=boolean_field(request.form, "skip_out_of_distribution"),
+        skip_out_of_distribution=boolean_field(form, "skip_out_of_distribution"),
     )
     body = {
         "id": job.id,

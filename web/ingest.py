@@ -9,6 +9,7 @@ header here (cheap); full decoding happens in the worker.
 from __future__ import annotations
 
 import io
+import itertools
 import stat
 import zipfile
 import zlib
@@ -200,15 +201,32 @@ def ingest(
     uploads: Iterable[tuple[str, bytes]], data_dir, limits: Limits, modality: str = "xray"
 ) -> list[IncomingScan]:
     """Store every usable image; return one IncomingScan per image (a DICOM file may
-    hold many), in upload order. Checking, hashing and writing run in a few threads
-    (Pillow, hashlib and file I/O release the GIL), since the whole upload waits for
-    them before any scoring starts."""
-    files = list(_files(uploads, limits))
-    verdicts = _ingest_pool.map(lambda f: _verdict(f[0], f[1], data_dir, modality), files)
-    scans = [scan for per_file in verdicts for scan in per_file]
-    if len(scans) > limits.max_files:
-        raise UploadError(f"more than {limits.max_files} images (DICOM frames count) in one job")
-    return scans
+    hold many), in upload order."""
+    return [scan for chunk in ingest_chunks(uploads, data_dir, limits, modality) for scan in chunk]
+
+
+def ingest_chunks(
+    uploads: Iterable[tuple[str, bytes]],
+    data_dir,
+    limits: Limits,
+    modality: str = "xray",
+    files_per_chunk: int = 32,
+) -> Iterator[list[IncomingScan]]:
+    """`ingest` a few files at a time, as they arrive: the caller can queue the first
+    scans while later files are still being received. Checking, hashing and writing run
+    in a few threads (Pillow, hashlib and file I/O release the GIL). UploadError when the
+    request holds more files or images than allowed, as soon as it does."""
+    images = 0
+    files = _files(uploads, limits)
+    while chunk := list(itertools.islice(files, files_per_chunk)):
+        verdicts = _ingest_pool.map(lambda f: _verdict(f[0], f[1], data_dir, modality), chunk)
+        scans = [scan for per_file in verdicts for scan in per_file]
+        images += len(scans)
+        if images > limits.max_files:
+            raise UploadError(
+                f"more than {limits.max_files} images (DICOM frames count) in one job"
+            )
+        yield scans
 
 
 _ingest_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ingest")

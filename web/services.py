@@ -1,25 +1,21 @@
 """What a submission does, shared by the JSON API and the upload page: check the
-request, store the files, write the job in one transaction, then enqueue its batches.
-Enqueueing happens after the commit: a worker never sees a batch that SQL does not
-have, and a batch whose send failed is re-queued by the reconciler, not lost."""
+request, then store the files and queue their batches as they arrive (web.job_upload)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from flask import current_app
 from sqlalchemy.orm import Session
 
 from db.accounts import audit
-from db.jobs import create_inference_job, mark_enqueued
 from db.models import MODALITIES, Job, ModelVersion
 from db.registry import active_version
 from db.session import session_scope
 from scanq.settings import Settings
-from web.extensions import get_celery
-from web.ingest import Limits, UploadError, ingest
-from worker.celery_app import SCORE_BATCH
+from web.ingest import Limits, UploadError, ingest_chunks
+from web.job_upload import JobUpload
 
 log = logging.getLogger(__name__)
 
@@ -89,50 +85,45 @@ def resolve_model_version(session: Session, modality: str, requested: str | None
     return version
 
 
+NO_FILES = "send one or more images or .zip archives as `files`"
+
+
 def submit_inference_job(
-    uploads: list[tuple[str, bytes]],
+    uploads: Iterable[tuple[str, bytes]],
     modality: str,
     model_version: str | None = None,
     owner: str | None = None,
     skip_out_of_distribution: bool = False,
 ) -> Job:
-    """`skip_out_of_distribution`: images the model's out-of-distribution check flags
+    """Store and queue the files as they come (`uploads` may be a stream: see
+    web.multipart); the job's first batches are scored while later files arrive. A
+    request refused part-way leaves its job failed with the reason.
+    `skip_out_of_distribution`: images the model's out-of-distribution check flags
     get no probability (by default they keep it, with a warning)."""
     cfg = settings()
-    if not uploads:
-        raise ApiError(400, "no_files", "send one or more images or .zip archives as `files`")
+    if isinstance(uploads, list) and not uploads:
+        raise ApiError(400, "no_files", NO_FILES)
     with db_session() as session:
         version = resolve_model_version(session, modality, model_version)
-        limits = Limits(cfg.max_files_per_job, cfg.max_archive_ratio, cfg.max_upload_bytes)
-        try:
-            scans = ingest(uploads, cfg.data_dir, limits, modality)
-        except UploadError as exc:
-            raise ApiError(400, "too_many_files", str(exc)) from None
-        if not scans:
-            raise ApiError(400, "no_files", "the upload holds no image files")
-        if all(s.error for s in scans):
-            detail = "; ".join(f"{s.filename}: {s.error}" for s in scans[:5])
-            raise ApiError(422, "no_usable_images", f"no file could be used: {detail}")
-        options = {"skip_out_of_distribution": skip_out_of_distribution}
-        job, batch_ids = create_inference_job(
-            session, modality, version.id, scans, cfg.batch_size, owner=owner, options=options
-        )
-        audit(session, owner, "submit_job", f"job:{job.id}",
-              {"modality": modality, "files": len(scans), "model_version": version.id})  # fmt: skip
-    enqueue_batches(batch_ids)
-    return job
-
-
-def enqueue_batches(batch_ids: list[int]) -> None:
-    sent: list[int] = []
+    limits = Limits(cfg.max_files_per_job, cfg.max_archive_ratio, cfg.max_upload_bytes)
+    options = {"skip_out_of_distribution": skip_out_of_distribution}
+    upload = JobUpload(cfg.database_url, modality, version.id, cfg.batch_size, owner, options)
     try:
-        celery = get_celery()
-        for batch_id in batch_ids:
-            celery.send_task(SCORE_BATCH, args=[batch_id])
-            sent.append(batch_id)
-    except Exception:  # the broker is down: the reconciler re-sends from SQL
-        log.exception(
-            "could not enqueue %d batches; they stay queued in SQL", len(batch_ids) - len(sent)
-        )
+        for scans in ingest_chunks(uploads, cfg.data_dir, limits, modality, cfg.batch_size):
+            upload.add(scans)
+        job = upload.close()
+    except UploadError as exc:
+        upload.abort(f"upload refused: {exc}")
+        raise ApiError(400, "too_many_files", str(exc)) from None
+    except BaseException as exc:
+        upload.abort(f"upload interrupted: {type(exc).__name__}: {exc}")
+        raise
+    if upload.total == 0:
+        raise ApiError(400, "no_files", "the upload holds no image files")
+    if job is None:
+        detail = "; ".join(f"{s.filename}: {s.error}" for s in upload.rejected[:5])
+        raise ApiError(422, "no_usable_images", f"no file could be used: {detail}")
     with db_session() as session:
-        mark_enqueued(session, sent)
+        details = {"modality": modality, "files": upload.total, "model_version": version.id}
+        audit(session, owner, "submit_job", f"job:{job.id}", details)
+    return job

@@ -166,7 +166,7 @@ def _requeue_stale_batches(settings, cutoff: datetime) -> int:
             select(Batch.id)
             .join(Job, Job.id == Batch.job_id)
             .where(
-                Job.status.in_(("queued", "running")),
+                Job.status.in_(("receiving", "queued", "running")),
                 Batch.status.in_(("queued", "running")),
                 ((Batch.enqueued_at.is_(None)) | (Batch.enqueued_at < cutoff)),
                 ((Batch.started_at.is_(None)) | (Batch.started_at < cutoff)),

@@ -16,6 +16,7 @@ from models import ood_sets
 from scanq import DISCLAIMER
 from scanq.settings import load_settings
 from tests.conftest import sample_images
+from tests.helpers import multipart_part
 
 
 def _db_url(stack) -> str:
@@ -133,3 +134,44 @@ def test_cli_submit_wait_status_and_results(stack, shared_data, tmp_path):
 def test_healthz_sees_redis_and_database(stack):
     body = stack.http.get(f"{stack.url}/healthz").json()
     assert body["checks"] == {"web": "ok", "database": "ok", "redis": "ok"}
+
+
+def test_scoring_starts_while_the_upload_is_still_arriving(stack, shared_data):
+    """The request body is sent in two halves; the second only after the worker has
+    scored the whole first batch (SCANQ_BATCH_SIZE=8), seen from another connection
+    while the job still says `receiving`. A job whose files all had to arrive first
+    could never let this request finish."""
+    import time
+
+    images = sample_images(shared_data, "xray", "covid", 8)
+    images += sample_images(shared_data, "xray", "non_covid", 8)
+    boundary = "scanq-stream-test"
+
+    def part(name: str, filename: str | None, data: bytes) -> bytes:
+        return multipart_part(boundary, name, filename, data)
+
+    seen: dict = {}
+
+    def body():
+        yield part("modality", None, b"xray")
+        for p in images[:8]:
+            yield part("files", p.name, p.read_bytes())
+        yield part("padding", "pad.bin", b"\0" * 200_000)  # pushes the 8th file through
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            jobs = stack.http.get(f"{stack.url}/api/v1/jobs?limit=1").json()["items"]
+            if jobs and jobs[0]["status"] == "receiving" and jobs[0]["done"] >= 8:
+                seen.update(jobs[0])
+                break
+            time.sleep(0.2)
+        for p in images[8:]:
+            yield part("files", p.name, p.read_bytes())
+        yield f"--{boundary}--\r\n".encode()
+
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    resp = stack.http.post(f"{stack.url}/api/v1/jobs", data=body(), headers=headers)
+    assert resp.status_code == 202, resp.text
+    assert seen, "no batch was scored while the upload was open\n" + stack.log("worker")
+    assert seen["id"] == resp.json()["id"] and seen["total"] == 8
+    job = stack.wait_job(resp.json()["id"])
+    assert (job["status"], job["total"], job["done"], job["failed"]) == ("succeeded", 16, 16, 0)

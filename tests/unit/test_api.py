@@ -15,7 +15,7 @@ from db.jobs import refresh_job, store_results
 from db.models import Batch, Result, Scan
 from db.session import session_scope
 from scanq import DISCLAIMER
-from tests.helpers import png, zip_of
+from tests.helpers import multipart_part, png, zip_of
 
 
 def post_job(client, files, modality="xray", **extra):
@@ -196,3 +196,50 @@ def test_job_page_pages_through_more_than_500_files(client, app):
     assert "f0500.png" in second and "f0504.png" in second and "f0499.png" not in second
     assert 'id="next-page"' not in second
     assert client.get(f"/jobs/{job_id}?after=x").status_code == 400
+
+
+def _multipart(parts: list[tuple[str, str | None, bytes]], boundary: str = "scanqtest"):
+    """A body in the order given (test clients put fields first)."""
+    out = b"".join(multipart_part(boundary, *p) for p in parts)
+    return out + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def test_fields_sent_after_the_files_still_count(client):
+    body, ctype = _multipart([("files", "a.png", png(1)), ("files", "b.png", png(2)),
+                              ("modality", None, b"ct")])  # fmt: skip
+    resp = client.post("/api/v1/jobs", data=body, content_type=ctype)
+    assert resp.status_code == 202, resp.json
+    assert client.get(f"/api/v1/jobs/{resp.json['id']}").json["modality"] == "ct"
+
+
+def test_streamed_upload_fills_every_batch_but_the_last(client, app):
+    """Files are stored and queued a few at a time; a rejected file in one chunk must
+    not leave a short batch in the middle of the job."""
+    from dataclasses import replace
+
+    app.config["SCANQ_SETTINGS"] = replace(app.config["SCANQ_SETTINGS"], batch_size=3)
+    files = [(f"s{i}.png", png(i)) for i in range(5)] + [("bad.png", b"nope")]
+    files += [(f"t{i}.png", png(i)) for i in range(5)]
+    resp = post_job(client, files)
+    assert resp.status_code == 202, resp.json
+    with session_scope(app.config["SCANQ_SETTINGS"].database_url) as s:
+        sizes = s.scalars(select(Batch.size).where(Batch.job_id == resp.json["id"])
+                          .order_by(Batch.seq)).all()  # fmt: skip
+        names = s.scalars(select(Scan.filename).where(Scan.job_id == resp.json["id"])
+                          .order_by(Scan.position)).all()  # fmt: skip
+    assert sizes == [3, 3, 3, 1]
+    assert names == [name for name, _ in files]
+    assert resp.json["total"] == 11 and resp.json["failed"] == 1
+
+
+def test_a_request_refused_part_way_leaves_its_job_failed(client, app):
+    """Over the file limit after some batches were queued: 400 as before, and the
+    job that had opened says why it stopped instead of waiting for ever."""
+    from dataclasses import replace
+
+    settings = replace(app.config["SCANQ_SETTINGS"], batch_size=2, max_files_per_job=6)
+    app.config["SCANQ_SETTINGS"] = settings
+    resp = post_job(client, [(f"s{i}.png", png(i)) for i in range(9)])
+    assert resp.status_code == 400 and resp.json["error"]["code"] == "too_many_files"
+    (job,) = client.get("/api/v1/jobs").json["items"]
+    assert job["status"] == "failed" and "more than 6 files" in job["error"]

@@ -8,16 +8,20 @@ from sqlalchemy import func, select, text
 
 from db.jobs import (
     IncomingScan,
+    abort_upload,
+    add_scans,
     cancel_job,
     claim_batch,
+    close_upload,
     create_inference_job,
     finish_batch,
+    open_inference_job,
     pending_scans,
     refresh_job,
     store_results,
 )
 from db.migrate import downgrade, upgrade
-from db.models import Job, Result
+from db.models import Batch, Job, Result, Scan
 from db.registry import activate_version, active_version, register_version
 from db.session import get_engine, session_scope
 
@@ -50,6 +54,60 @@ def _job(session, n_good=5, n_bad=1, batch_size=2):
     scans = [IncomingScan(f"g{i}.png", "0" * 64, f"scans/{i}", 10, 64, 64) for i in range(n_good)]
     scans += [IncomingScan(f"b{i}.png", error="not an image") for i in range(n_bad)]
     return create_inference_job(session, "xray", version.id, scans, batch_size)
+
+
+def _score_all(db_url, job_id, batch_ids):
+    for batch_id in batch_ids:
+        with session_scope(db_url) as s:
+            claim_batch(s, batch_id)
+            rows = [{"scan_id": sc.id, "job_id": job_id, "probability": 0.2, "label": "non_covid"}
+                    for sc in pending_scans(s, batch_id)]  # fmt: skip
+            store_results(s, rows)
+            finish_batch(s, batch_id)
+            refresh_job(s, job_id)
+
+
+def test_a_job_still_receiving_files_is_scored_but_does_not_finish(db_url):
+    """Streamed uploads: batches of the first files are scored while the job is open;
+    only closing the upload lets the last result finish it."""
+    good = [IncomingScan(f"g{i}.png", "0" * 64, f"scans/{i}", 10, 64, 64) for i in range(5)]
+    with session_scope(db_url) as s:
+        version = register_version(s, CARD, "builtin/xray", activate=True)
+        job_id = open_inference_job(s, "xray", version.id, owner=None).id
+        first = add_scans(s, job_id, list(enumerate(good[:2])), batch_size=2, first_seq=0)
+    _score_all(db_url, job_id, first)
+    with session_scope(db_url) as s:
+        job = s.get(Job, job_id)
+        assert (job.status, job.done, job.total) == ("receiving", 2, 2)
+        assert job.started_at is not None
+        rest = [(2, IncomingScan("bad.png", error="not an image"))]
+        rest += [(3 + i, scan) for i, scan in enumerate(good[2:])]
+        later = add_scans(s, job_id, rest, batch_size=2, first_seq=len(first))
+        assert len(later) == 2
+    _score_all(db_url, job_id, later)
+    with session_scope(db_url) as s:
+        assert refresh_job(s, job_id).status == "receiving"  # every result in, still open
+        job = close_upload(s, job_id)
+        assert (job.status, job.done, job.failed, job.total) == ("succeeded", 5, 1, 6)
+        positions = s.scalars(select(Scan.position).where(Scan.job_id == job_id)).all()
+        assert sorted(positions) == list(range(6))
+        seqs = s.scalars(select(Batch.seq).where(Batch.job_id == job_id)).all()
+        assert sorted(seqs) == [0, 1, 2]
+
+
+def test_an_aborted_upload_fails_its_job_and_skips_its_batches(db_url):
+    scans = [IncomingScan(f"g{i}.png", "0" * 64, f"scans/{i}", 10, 64, 64) for i in range(4)]
+    with session_scope(db_url) as s:
+        version = register_version(s, CARD, "builtin/xray", activate=True)
+        job_id = open_inference_job(s, "xray", version.id, owner=None).id
+        batch_ids = add_scans(s, job_id, list(enumerate(scans)), batch_size=2, first_seq=0)
+    with session_scope(db_url) as s:
+        abort_upload(s, job_id, "upload interrupted: client went away")
+    with session_scope(db_url) as s:
+        job = s.get(Job, job_id)
+        assert job.status == "failed" and "client went away" in job.error
+        assert claim_batch(s, batch_ids[0]) is None
+        assert close_upload(s, job_id).status == "failed"  # a late close changes nothing
 
 
 def test_job_lifecycle_is_idempotent(db_url):

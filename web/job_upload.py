@@ -1,0 +1,111 @@
+"""A bulk job written while its files are still arriving.
+
+The job is opened ("receiving") at its first usable scan; every full batch is committed
+and queued at once, so workers score the first images while later ones are still on
+the wire, and the job can only finish once the upload closes it. Queueing happens after
+each commit: a worker never sees a batch that SQL does not have, and a batch whose send
+failed is re-queued by the reconciler, not lost.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from db.jobs import (
+    IncomingScan,
+    abort_upload,
+    add_scans,
+    close_upload,
+    mark_enqueued,
+    open_inference_job,
+)
+from db.models import Job
+from db.session import session_scope
+from web.extensions import get_celery
+from worker.celery_app import SCORE_BATCH
+
+log = logging.getLogger(__name__)
+
+
+class JobUpload:
+    """Feed it stored scans with `add`, then `close` (or `abort` on failure)."""
+
+    def __init__(
+        self,
+        database_url: str,
+        modality: str,
+        version_id: int,
+        batch_size: int,
+        owner: str | None,
+        options: dict,
+    ):
+        self.database_url, self.batch_size = database_url, batch_size
+        self._job_args = (modality, version_id, owner, options)
+        self.job_id: str | None = None
+        self.rejected: list[IncomingScan] = []  # files refused at upload, for the error text
+        self.total = 0
+        self._held: list[tuple[int, IncomingScan]] = []  # waiting for a full batch
+        self._seq = 0
+        self._broker_down = False
+
+    def add(self, scans: list[IncomingScan]) -> None:
+        for scan in scans:
+            self._held.append((self.total, scan))
+            self.total += 1
+            if scan.error is not None:
+                self.rejected.append(scan)
+        good = sum(1 for _pos, s in self._held if s.error is None)
+        if good >= self.batch_size:
+            self._write(good - good % self.batch_size)
+
+    def close(self) -> Job | None:
+        """Write what is held, let the job finish; None if no usable scan ever came."""
+        if self.job_id is None and len(self.rejected) == self.total:
+            return None
+        self._write(None)
+        with session_scope(self.database_url) as session:
+            job = close_upload(session, self.job_id)
+            session.expunge(job)
+        return job
+
+    def abort(self, error: str) -> None:
+        if self.job_id is not None:
+            with session_scope(self.database_url) as session:
+                abort_upload(session, self.job_id, error)
+
+    def _write(self, good_count: int | None) -> None:
+        """Commit held scans up to the `good_count`-th usable one (all if None), then
+        queue their batches."""
+        cut, seen = len(self._held), 0
+        if good_count is not None:
+            for i, (_pos, scan) in enumerate(self._held):
+                seen += scan.error is None
+                if seen == good_count:
+                    cut = i + 1
+                    break
+        items, self._held = self._held[:cut], self._held[cut:]
+        with session_scope(self.database_url) as session:
+            if self.job_id is None:
+                self.job_id = open_inference_job(session, *self._job_args).id
+            batch_ids = add_scans(session, self.job_id, items, self.batch_size, self._seq)
+        self._seq += len(batch_ids)
+        if not self._broker_down:  # after one failure, leave the rest to the reconciler
+            self._broker_down = not enqueue_batches(self.database_url, batch_ids)
+
+
+def enqueue_batches(database_url: str, batch_ids: list[int]) -> bool:
+    """Send each batch's task; False if the broker could not be reached."""
+    sent: list[int] = []
+    try:
+        celery = get_celery()
+        for batch_id in batch_ids:
+            celery.send_task(SCORE_BATCH, args=[batch_id])
+            sent.append(batch_id)
+    except Exception:  # the broker is down: the reconciler re-sends from SQL
+        log.exception(
+            "could not enqueue %d batches; they stay queued in SQL", len(batch_ids) - len(sent)
+        )
+    if sent:
+        with session_scope(database_url) as session:
+            mark_enqueued(session, sent)
+    return len(sent) == len(batch_ids)

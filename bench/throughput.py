@@ -117,6 +117,33 @@ class StatusProbe(threading.Thread):
                 time.sleep(self.interval)
 
 
+def cpu_seconds(stack: LocalStack) -> dict[str, float]:
+    """CPU time used so far by each part of the stack and by this benchmark process
+    (the HTTP client): on a machine where they share the cores, what the model does
+    not get."""
+    import psutil
+
+    roles = {"worker": 0.0, "web": 0.0, "redis": 0.0, "other": 0.0}
+    root = psutil.Process(stack.proc.pid)
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            cmd, times = " ".join(proc.cmdline()), proc.cpu_times()
+        except psutil.Error:
+            continue
+        roles[_role(cmd)] += times.user + times.system
+    own = psutil.Process().cpu_times()
+    roles["bench_client"] = own.user + own.system
+    return roles
+
+
+def _role(cmdline: str) -> str:
+    if "celery" in cmdline and "inference" in cmdline:
+        return "worker"
+    if "gunicorn" in cmdline:
+        return "web"
+    return "redis" if "redis-server" in cmdline else "other"
+
+
 def stage_times(database_url: str, job_id: str) -> dict:
     from sqlalchemy import select
 
@@ -151,12 +178,14 @@ def measure(stack: LocalStack, backbone: str, images: list[Path], n: int, batch_
     warm, _s, _u = stack.submit(images[:batch_size], version_id)
     assert stack.wait(warm)["status"] == "succeeded", f"warm-up failed: {stack.data_dir}"
     files = [images[i % len(images)] for i in range(n)]
+    cpu_before = cpu_seconds(stack)
     job_id, start, upload_s = stack.submit(files, version_id)
     probe = StatusProbe(f"{stack.url}/api/v1/jobs/{job_id}", stack.session)
     probe.start()
     probe.join()
     job = probe.final
     assert job is not None, f"job {job_id} did not finish; see {stack.data_dir}"
+    cpu_after = cpu_seconds(stack)
     # This machine's speed drifts between minutes: the raw figure is measured before
     # and after the job, and the ratio uses their mean.
     raw_after, _size = raw_throughput(model_file, images, rows, raw_seconds)
@@ -181,6 +210,7 @@ def measure(stack: LocalStack, backbone: str, images: list[Path], n: int, batch_
         "elapsed_s": round(elapsed, 2),
         "upload_and_store_s": round(upload_s, 2),
         **stage_times(stack.database_url, job_id),
+        "cpu_s": {k: round(cpu_after[k] - cpu_before[k], 2) for k in cpu_after},
         "status_latency_ms": {
             "requests": int(lat.size),
             "errors": probe.errors,

@@ -178,12 +178,21 @@ def _resolve_weights(backbone: str, size: int, weights: str | Path | None) -> st
     return str(found) if found else None
 
 
-def _stem(inp, spec: Backbone, equalize: bool, augment: bool, hflip: bool):
-    """Grey 0..255 in, the backbone's RGB input out: optional equalisation and
-    augmentation, then the backbone's own scaling as plain layers."""
+def _stem(inp, spec: Backbone, equalize: bool, augment: bool, hflip: bool, crop: float = 0.0):
+    """Grey 0..255 in, the backbone's RGB input out: optional border crop,
+    equalisation and augmentation, then the backbone's own scaling as plain layers.
+
+    `crop` drops that fraction of the image at each edge and scales the rest back up:
+    the X-ray model put about half of its Grad-CAM mass in the outer 10% of the image
+    (bench/gradcam.py), where labels, markers and collimation edges differ by source."""
     from keras import layers
 
     x = inp
+    if crop:
+        size = int(inp.shape[1])
+        edge = round(size * crop)
+        x = layers.Cropping2D(((edge, edge), (edge, edge)), name="border_crop")(x)
+        x = layers.Resizing(size, size, name="border_crop_resize")(x)
     if equalize:
         from models.layers import HistogramEqualization
 
@@ -222,6 +231,7 @@ def build_classifier(
     augment: bool = True,
     hflip: bool = False,
     equalize: bool = False,
+    crop: float = 0.0,
 ):
     """A compiled-free Keras model (grey 0..255, HxWx1) -> P(covid).
 
@@ -236,7 +246,7 @@ def build_classifier(
     size = input_size or spec.default_size
     weight_arg = _resolve_weights(backbone, size, weights)
     inp = keras.Input((size, size, 1), name="image")
-    x = _stem(inp, spec, equalize, augment, hflip)
+    x = _stem(inp, spec, equalize, augment, hflip, crop)
     features = _feature_extractor(backbone, size, weight_arg)
     # training=False keeps BatchNorm in inference mode even while fine-tuning: its
     # ImageNet statistics are better than those of a few hundred scans.
@@ -250,7 +260,7 @@ def build_classifier(
 
 def build_probe_features(
     backbone: str, input_size: int | None = None, weights: str | Path | None = "auto",
-    equalize: bool = False,
+    equalize: bool = False, crop: float = 0.0,
 ):  # fmt: skip
     """Grey image -> average-pooled activations of several depths of a frozen backbone,
     concatenated (the backbone's `probe_layers`, else its last layer). Returns (model,
@@ -262,7 +272,7 @@ def build_probe_features(
     size = input_size or spec.default_size
     weight_arg = _resolve_weights(backbone, size, weights)
     inp = keras.Input((size, size, 1), name="image")
-    x = _stem(inp, spec, equalize, augment=False, hflip=False)
+    x = _stem(inp, spec, equalize, augment=False, hflip=False, crop=crop)
     net = _feature_extractor(backbone, size, weight_arg)
     names = spec.probe_layers or (net.layers[-1].name,)
     taps = keras.Model(net.input, [net.get_layer(n).output for n in names], name="backbone")

@@ -56,6 +56,7 @@ class TrainConfig:
     weights: str | None = "auto"
     hflip: bool = False  # left-right flip augmentation
     equalize: bool = False  # per-image histogram equalisation inside the model
+    crop: float = 0.0  # fraction cut from each edge inside the model (models.backbones._stem)
     # "finetune": head, then the backbone's top stage (augmented, by gradient descent);
     # "probe": a logistic regression on frozen pooled features (models.probe).
     recipe: str = "finetune"
@@ -117,6 +118,7 @@ def _fit(
         cfg.weights,
         hflip=cfg.hflip,
         equalize=cfg.equalize,
+        crop=cfg.crop,
     )
     # Balanced class weights: the X-ray set is about 4 covid : 1 non_covid.
     pos = max(float(y_train.mean()), 1e-6)

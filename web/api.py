@@ -19,7 +19,7 @@ from db.registry import (
 )
 from scanq import DISCLAIMER
 from web.access import may_see, owner_name, require_admin, visible
-from web.multipart import BufferedUpload, UploadParts
+from web.multipart import BufferedUpload, MalformedUpload, UploadParts
 from web.serialize import iso, job_json, model_json, result_json, results_csv
 from web.services import (
     NO_FILES,
@@ -67,11 +67,14 @@ def _get_job(session, job_id: str) -> Job:
 
 @bp.post("/jobs")
 def create_job():
-    upload = UploadParts(request)  # files stream in; fields sent before them are read
+    try:
+        upload = UploadParts(request)  # files stream in; fields sent before them are read
+        if upload.has_files and "modality" not in upload.fields:  # fields came last
+            upload = BufferedUpload(upload)
+    except MalformedUpload as exc:
+        raise ApiError(400, "bad_upload", str(exc)) from None
     if not upload.has_files:
         raise ApiError(400, "no_files", NO_FILES)
-    if "modality" not in upload.fields:  # sent after the files: read them all first
-        upload = BufferedUpload(upload)
     form = upload.fields
     modality = (form.get("modality") or "").strip().lower()
     if not modality:

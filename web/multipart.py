@@ -16,6 +16,11 @@ from flask import Request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
+
+class MalformedUpload(ValueError):
+    """The body is not a readable multipart/form-data message."""
+
+
 READ_BYTES = 64 * 1024  # a read waits until this much has come (or the end)
 MAX_FIELD_BYTES = 64 * 1024  # form fields are short; files have no limit here
 
@@ -71,7 +76,7 @@ def _streamed(request: Request) -> Iterator[tuple[str, str | None, bytes]]:
     """(field name, filename or None for a plain field, bytes) per part."""
     boundary = request.mimetype_params.get("boundary", "").encode("ascii", "replace")
     if not boundary:
-        raise ValueError("multipart request without a boundary")
+        raise MalformedUpload("multipart request without a boundary")
     # The decoder's own limit is on its buffer (one read plus an unfinished boundary).
     decoder = MultipartDecoder(boundary, 4 * READ_BYTES, max_parts=request.max_form_parts)
     stream = request.stream  # bounded by Content-Length and MAX_CONTENT_LENGTH
@@ -80,7 +85,7 @@ def _streamed(request: Request) -> Iterator[tuple[str, str | None, bytes]]:
     while True:
         data = stream.read(READ_BYTES)
         decoder.receive_data(data or None)
-        event = decoder.next_event()
+        event = _next_event(decoder)
         while not isinstance(event, (NeedData, Epilogue)):
             if isinstance(event, (Field, File)):
                 part, chunks = event, []
@@ -92,9 +97,16 @@ def _streamed(request: Request) -> Iterator[tuple[str, str | None, bytes]]:
                     filename = part.filename if isinstance(part, File) else None
                     yield part.name, filename, b"".join(chunks)
                     part, chunks = None, []
-            event = decoder.next_event()
+            event = _next_event(decoder)
         if isinstance(event, Epilogue) or not data:
             return
+
+
+def _next_event(decoder: MultipartDecoder):
+    try:
+        return decoder.next_event()
+    except ValueError as exc:  # Werkzeug's word for a truncated or mangled body
+        raise MalformedUpload(f"the body is not readable multipart data: {exc}") from None
 
 
 class BufferedUpload:

@@ -16,6 +16,7 @@ from db.session import session_scope
 from scanq.settings import Settings
 from web.ingest import Limits, UploadError, ingest_chunks
 from web.job_upload import JobUpload
+from web.multipart import MalformedUpload
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,9 @@ def submit_inference_job(
     except UploadError as exc:
         upload.abort(f"upload refused: {exc}")
         raise ApiError(400, "too_many_files", str(exc)) from None
+    except MalformedUpload as exc:
+        upload.abort(f"upload refused: {exc}")
+        raise ApiError(400, "bad_upload", str(exc)) from None
     except BaseException as exc:
         upload.abort(f"upload interrupted: {type(exc).__name__}: {exc}")
         raise

@@ -243,3 +243,20 @@ def test_a_request_refused_part_way_leaves_its_job_failed(client, app):
     assert resp.status_code == 400 and resp.json["error"]["code"] == "too_many_files"
     (job,) = client.get("/api/v1/jobs").json["items"]
     assert job["status"] == "failed" and "more than 6 files" in job["error"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        multipart_part("scanqtest", "files", "a.png", png(1))[:-30],
+        b"no multipart here at all",
+        multipart_part("scanqtest", "modality", None, b"xray") + b"--scanqtest--\r\n",
+    ],
+    ids=["cut-off", "garbage", "fields-only"],
+)
+def test_a_broken_multipart_body_is_a_clear_400(client, body):
+    resp = client.post("/api/v1/jobs", data=body,
+                       content_type="multipart/form-data; boundary=scanqtest")  # fmt: skip
+    assert resp.status_code == 400, resp.get_data(as_text=True)
+    assert resp.json["error"]["code"] in ("bad_upload", "no_files")
+    assert client.get("/api/v1/jobs").json["items"] == []

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 
 from flask import current_app
 from sqlalchemy.orm import Session
+from werkzeug.exceptions import HTTPException
 
 from db.accounts import audit
 from db.models import MODALITIES, Job, ModelVersion
@@ -119,6 +120,9 @@ def submit_inference_job(
     except MalformedUpload as exc:
         upload.abort(f"upload refused: {exc}")
         raise ApiError(400, "bad_upload", str(exc)) from None
+    except HTTPException as exc:  # 413 (too many parts or bytes), 400 (client went away)
+        upload.abort(f"upload stopped part-way: {exc.description}")
+        raise
     except BaseException as exc:
         upload.abort(f"upload interrupted: {type(exc).__name__}: {exc}")
         raise

@@ -86,6 +86,9 @@ def test_more_files_than_allowed_is_413_json(client, app):
     resp = post_job(client, [(f"s{i}.png", png(i)) for i in range(80)])
     assert resp.status_code == 413
     assert "5 files" in resp.json["error"]["message"]
+    # The first batches were already queued when the limit was hit: their job says why.
+    (job,) = client.get("/api/v1/jobs").json["items"]
+    assert job["status"] == "failed" and "upload stopped part-way" in job["error"]
 
 
 def test_results_paginate_and_export_csv_with_disclaimer(client, app):

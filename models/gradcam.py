@@ -30,6 +30,7 @@ def explainer(model):
 
     layer = _target_layer(model)
     grad_model = keras.Model(model.inputs, [layer.input, model.outputs[0]])
+    size, edge = int(model.input_shape[1]), _border_crop(model)
 
     def explain(image: np.ndarray) -> tuple[float, np.ndarray]:
         x = tf.convert_to_tensor(image[None].astype(np.float32))
@@ -42,9 +43,30 @@ def explainer(model):
         cam = np.maximum(fmap @ weights, 0.0)
         top = float(cam.max())
         cam = cam / top if top > 0 else cam
+        if edge:  # the map covers only the middle the model kept: put it back there
+            cam = _into_frame(cam, size, edge)
         return float(np.asarray(prob).reshape(-1)[0]), cam
 
     return explain
+
+
+def _border_crop(model) -> int:
+    """Pixels the model's own stem cuts from each edge (models.backbones `crop`)."""
+    try:
+        (top, _bottom), _cols = model.get_layer("border_crop").cropping
+    except ValueError:  # no such layer
+        return 0
+    return int(top)
+
+
+def _into_frame(cam: np.ndarray, size: int, edge: int) -> np.ndarray:
+    inner = size - 2 * edge
+    scaled = Image.fromarray(cam.astype(np.float32), mode="F").resize(
+        (inner, inner), Image.Resampling.BILINEAR
+    )
+    frame = np.zeros((size, size), dtype=np.float32)
+    frame[edge : edge + inner, edge : edge + inner] = np.clip(np.asarray(scaled), 0.0, 1.0)
+    return frame
 
 
 def overlay(gray: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> Image.Image:

@@ -29,3 +29,21 @@ def test_missing_imagenet_weights_mean_a_random_start_with_a_warning(tmp_path, m
     assert "no ImageNet weights for mobilenetv2" in caplog.text
     p = model.predict(np.full((2, 96, 96, 1), 128.0, np.float32), verbose=0)
     assert p.shape == (2, 1) and np.all((p >= 0) & (p <= 1))
+
+
+def test_border_crop_is_inside_the_model_and_grad_cam_maps_back_to_the_whole_image():
+    """A model that cuts its input's border sees only the middle: an image that differs
+    only in the border scores the same, and its Grad-CAM covers the middle only."""
+    from models.gradcam import explainer
+
+    model, _f, _p = build_classifier("smallcnn", 64, weights=None, augment=False, crop=0.25)
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0, 255, (64, 64, 1)).astype(np.float32)
+    other = image.copy()
+    other[:16] = 0.0  # change only the cut-off top quarter
+    p1, p2 = model.predict(np.stack([image, other]), verbose=0).reshape(-1)
+    assert p1 == pytest.approx(p2, abs=1e-6)
+    _prob, cam = explainer(model)(image)
+    assert cam.shape == (64, 64)
+    assert cam[:16].max() == 0 and cam[-16:].max() == 0 and cam[:, :16].max() == 0
+    assert cam[16:48, 16:48].max() > 0

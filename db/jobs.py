@@ -6,6 +6,7 @@ every write idempotent."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -65,6 +66,7 @@ def open_inference_job(
         options=options or {},
         status="receiving",
         total=0,
+        heartbeat_at=utcnow(),
     )
     session.add(job)
     session.flush()
@@ -112,7 +114,11 @@ def add_scans(
             if item.error is not None
         ]
         store_results(session, failed)
-    session.execute(update(Job).where(Job.id == job_id).values(total=Job.total + len(scans)))
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(total=Job.total + len(scans), heartbeat_at=utcnow())
+    )
     return [b.id for b in batches]
 
 
@@ -125,6 +131,19 @@ def close_upload(session: Session, job_id: str) -> Job | None:
         .values(status=case((Job.started_at.is_(None), "queued"), else_="running"))
     )
     return refresh_job(session, job_id)
+
+
+def fail_stalled_uploads(session: Session, silent_since: datetime) -> list[str]:
+    """Abort jobs still `receiving` whose upload has added nothing since
+    `silent_since`: the web process that held the request died, so nothing will ever
+    close them. Their scored results stay."""
+    ids = list(session.scalars(
+        select(Job.id).where(Job.status == "receiving", Job.heartbeat_at < silent_since)
+    ))  # fmt: skip
+    for job_id in ids:
+        abort_upload(session, job_id, "the upload stopped arriving (the web process or the "
+                     "client went away); the files that arrived were kept")  # fmt: skip
+    return ids
 
 
 def abort_upload(session: Session, job_id: str, error: str) -> None:

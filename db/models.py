@@ -87,7 +87,8 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Training jobs: while running, written as the run advances (a stale one means its
-    # worker died); while queued, when its message was last sent.
+    # worker died); while queued, when its message was last sent. Inference jobs: while
+    # `receiving`, when the upload last added files.
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     model_version: Mapped[ModelVersion | None] = relationship()

@@ -47,6 +47,8 @@ class Settings:
     environment: str = "development"  # SCANQ_ENV; "production" refuses unsafe defaults
     # A training run that has not reported for this long is taken for dead and failed.
     training_stall_seconds: int = 1800
+    # An upload that has stored nothing for this long is taken for broken off.
+    upload_stall_seconds: int = 600
     # Server folders a training request may name as its data (besides uploaded sets).
     dataset_roots: tuple[Path, ...] = ()
     # Beat looks for new or changed schedules at least this often (seconds).
@@ -124,6 +126,7 @@ def load_settings() -> Settings:
         max_files_per_job=_int("SCANQ_MAX_FILES", 10_000),
         visibility_timeout=_int("SCANQ_VISIBILITY_TIMEOUT", 3600),
         training_stall_seconds=_int("SCANQ_TRAINING_STALL", 1800),
+        upload_stall_seconds=_int("SCANQ_UPLOAD_STALL", 600),
         beat_interval=_int("SCANQ_BEAT_INTERVAL", 5),
         environment=os.environ.get("SCANQ_ENV", "development").strip().lower(),
         dataset_roots=tuple(

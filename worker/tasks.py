@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError
 
 from db.jobs import (
     claim_batch,
+    fail_stalled_uploads,
     finish_batch,
     next_queued_batch,
     pending_scans,
@@ -117,7 +118,9 @@ def _score_isolated(url, batch_id, refs, ctx) -> list[dict]:
 
 @shared_task(name=RECONCILE)
 def reconcile(
-    stale_after_seconds: int | None = None, training_stall_seconds: int | None = None
+    stale_after_seconds: int | None = None,
+    training_stall_seconds: int | None = None,
+    upload_stall_seconds: int | None = None,
 ) -> int:
     """SQL is the source of truth; this periodic task repairs what the broker lost.
     Returns the number of batches re-queued."""
@@ -130,6 +133,10 @@ def reconcile(
     _sync_schedules(settings)
     _reconcile_training(settings, cutoff, ago(training_stall_seconds,
                                                settings.training_stall_seconds))  # fmt: skip
+    with session_scope(settings.database_url) as session:
+        silent_since = ago(upload_stall_seconds, settings.upload_stall_seconds)
+        for job_id in fail_stalled_uploads(session, silent_since):
+            log.warning("upload of job %s stopped arriving; job failed", job_id)
     return _requeue_stale_batches(settings, cutoff)
 
 

@@ -110,6 +110,29 @@ def test_an_aborted_upload_fails_its_job_and_skips_its_batches(db_url):
         assert close_upload(s, job_id).status == "failed"  # a late close changes nothing
 
 
+def test_an_upload_that_stopped_arriving_is_failed_by_the_reconciler(db_url):
+    """A web process that died mid-upload leaves a `receiving` job nothing will close."""
+    from datetime import timedelta
+
+    from db.jobs import fail_stalled_uploads
+    from db.models import utcnow
+
+    scans = [IncomingScan("g.png", "0" * 64, "scans/g", 10, 64, 64)]
+    with session_scope(db_url) as s:
+        version = register_version(s, CARD, "builtin/xray", activate=True)
+        quiet = open_inference_job(s, "xray", version.id).id
+        busy = open_inference_job(s, "xray", version.id).id
+        add_scans(s, quiet, list(enumerate(scans)), batch_size=2, first_seq=0)
+    with session_scope(db_url) as s:
+        s.get(Job, quiet).heartbeat_at = utcnow() - timedelta(minutes=20)
+    with session_scope(db_url) as s:
+        assert fail_stalled_uploads(s, utcnow() - timedelta(minutes=10)) == [quiet]
+    with session_scope(db_url) as s:
+        assert s.get(Job, quiet).status == "failed"
+        assert "stopped arriving" in s.get(Job, quiet).error
+        assert s.get(Job, busy).status == "receiving"
+
+
 def test_job_lifecycle_is_idempotent(db_url):
     with session_scope(db_url) as s:
         job, batch_ids = _job(s)

@@ -44,6 +44,17 @@ def test_border_crop_is_inside_the_model_and_grad_cam_maps_back_to_the_whole_ima
     p1, p2 = model.predict(np.stack([image, other]), verbose=0).reshape(-1)
     assert p1 == pytest.approx(p2, abs=1e-6)
     _prob, cam = explainer(model)(image)
-    assert cam.shape == (64, 64)
+    assert cam.shape == (64, 64)  # the whole input frame, not the cropped middle
     assert cam[:16].max() == 0 and cam[-16:].max() == 0 and cam[:, :16].max() == 0
-    assert cam[16:48, 16:48].max() > 0
+
+
+def test_a_cropped_models_heat_map_lands_on_the_middle_it_saw():
+    from models.gradcam import _into_frame
+
+    cam = np.zeros((4, 4), np.float32)
+    cam[0, 0] = 1.0  # the top-left cell of what the model saw
+    frame = _into_frame(cam, size=64, edge=16)
+    assert frame.shape == (64, 64)
+    assert frame[:16].max() == 0 and frame[:, :16].max() == 0 and frame[48:].max() == 0
+    peak = np.unravel_index(np.argmax(frame), frame.shape)
+    assert 16 <= peak[0] < 24 and 16 <= peak[1] < 24

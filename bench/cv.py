@@ -47,6 +47,13 @@ SETTINGS = {
     # Without the image's border, where source-specific marks are (bench/gradcam.py).
     "probe_crop10": {"recipe": "probe", "equalize": True, "crop": 0.10},
     "probe_crop15": {"recipe": "probe", "equalize": True, "crop": 0.15},
+    # Which depths the probe pools: the deep half only, or the head alone.
+    "probe_deep3": {
+        "recipe": "probe",
+        "equalize": True,
+        "probe_layers": ("block14_add", "block15_project_bn", "head_relu"),
+    },
+    "probe_head": {"recipe": "probe", "equalize": True, "probe_layers": ("head_relu",)},
     # What ImageNet pretraining buys: the same recipes on a randomly initialised network.
     "probe_random": {"recipe": "probe", "equalize": True, "weights": None},
     "probe_288_random": {"recipe": "probe", "equalize": True, "input_size": 288, "weights": None},

@@ -260,10 +260,11 @@ def build_classifier(
 
 def build_probe_features(
     backbone: str, input_size: int | None = None, weights: str | Path | None = "auto",
-    equalize: bool = False, crop: float = 0.0,
+    equalize: bool = False, crop: float = 0.0, taps: tuple[str, ...] = (),
 ):  # fmt: skip
     """Grey image -> average-pooled activations of several depths of a frozen backbone,
-    concatenated (the backbone's `probe_layers`, else its last layer). Returns (model,
+    concatenated (`taps`, else the backbone's `probe_layers`, else its last layer).
+    Returns (model,
     pretrained). A linear head on these is the "probe" recipe of `models.train`."""
     import keras
     from keras import layers
@@ -274,10 +275,10 @@ def build_probe_features(
     inp = keras.Input((size, size, 1), name="image")
     x = _stem(inp, spec, equalize, augment=False, hflip=False, crop=crop)
     net = _feature_extractor(backbone, size, weight_arg)
-    names = spec.probe_layers or (net.layers[-1].name,)
-    taps = keras.Model(net.input, [net.get_layer(n).output for n in names], name="backbone")
-    taps.trainable = False
-    outs = taps(x, training=False)
+    names = taps or spec.probe_layers or (net.layers[-1].name,)
+    tapped = keras.Model(net.input, [net.get_layer(n).output for n in names], name="backbone")
+    tapped.trainable = False
+    outs = tapped(x, training=False)
     outs = outs if isinstance(outs, list | tuple) else [outs]
     pooled = [
         layers.GlobalAveragePooling2D(name=f"pool_{n}")(o) for n, o in zip(names, outs, strict=True)

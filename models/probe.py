@@ -37,7 +37,12 @@ def fit_probe(
     from models.backbones import attach_linear_head, build_probe_features
 
     features, pretrained = build_probe_features(
-        cfg.backbone, cfg.input_size, cfg.weights, equalize=cfg.equalize, crop=cfg.crop
+        cfg.backbone,
+        cfg.input_size,
+        cfg.weights,
+        equalize=cfg.equalize,
+        crop=cfg.crop,
+        taps=tuple(cfg.probe_layers),
     )
     f_train = features.predict(x_train, batch_size=32, verbose=0)
     f_val = features.predict(x_val, batch_size=32, verbose=0)

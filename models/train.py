@@ -61,6 +61,7 @@ class TrainConfig:
     # "probe": a logistic regression on frozen pooled features (models.probe).
     recipe: str = "finetune"
     probe_c: float = 0.0  # the probe's inverse L2 strength; 0 chooses it on validation
+    probe_layers: tuple[str, ...] = ()  # layers the probe pools; () = the backbone's own
     extra: dict = field(default_factory=dict)
 
 

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 TEST_STAMP := $(VENV)/.installed-test-stamp
 EXTRAS ?= cpu,postgres,dev
 
-.PHONY: install run test lint format bench bench-load bench-ood models compose-check clean
+.PHONY: install run test lint format bench bench-load bench-ood bench-batch models compose-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,9 @@ bench-load: install
 
 bench-ood: install
 	$(BIN)/python -m bench.ood
+
+bench-batch: install
+	$(BIN)/python -m bench.batch_size
 
 compose-check: install
 	SECRET_KEY=compose-check $(BIN)/docker-compose -f docker-compose.yml config --quiet

@@ -32,37 +32,33 @@ class UploadParts:
         self.file_field = file_field
         self.fields: dict[str, str] = {}
         if "form" in request.__dict__ or not request.mimetype.startswith("multipart/"):
-            self._parts = _parsed(request)
+            parts = _parsed(request)
         else:
-            self._parts = _streamed(request)
-        self._first_file: tuple[str, bytes] | None = None
-        self._read_fields()
+            parts = _streamed(request)
+        self._files = self._file_parts(parts)
+        # Reading up to the first file makes the fields sent before it known.
+        self._first_file = next(self._files, None)
 
-    def _read_fields(self) -> None:
-        """Consume parts up to the first file of `file_field`."""
-        for name, filename, data in self._parts:
+    def _file_parts(self, parts) -> Iterator[tuple[str, bytes]]:
+        """(filename, bytes) of each file of `file_field`; fields met on the way go into
+        `fields`, other file fields are skipped."""
+        for name, filename, data in parts:
             if filename is None:
                 self.fields.setdefault(name, data.decode("utf-8", "replace"))
             elif name == self.file_field:
-                self._first_file = (filename or "upload", data)
-                return
+                yield filename or "upload", data
 
     @property
     def has_files(self) -> bool:
         return self._first_file is not None
 
     def files(self) -> Iterator[tuple[str, bytes]]:
-        """(filename, bytes) of each file, as it arrives; fields met on the way are
-        added to `fields`, other file fields are skipped."""
+        """Each file as it arrives, the first one included."""
         if self._first_file is None:
             return
-        yield self._first_file
-        self._first_file = None
-        for name, filename, data in self._parts:
-            if filename is None:
-                self.fields.setdefault(name, data.decode("utf-8", "replace"))
-            elif name == self.file_field:
-                yield filename or "upload", data
+        first, self._first_file = self._first_file, None
+        yield first
+        yield from self._files
 
 
 def _parsed(request: Request) -> Iterator[tuple[str, str | None, bytes]]:

@@ -6,6 +6,10 @@ Prints one line per setting with the mean and spread of test AUC, sensitivity an
 specificity over folds, and writes bench/out/cv_<modality>.json.
 
     python -m bench.cv --modality ct --folds 3 --settings head,finetune
+
+With a few dozen negatives per fold, one partition into folds is a noisy measure:
+`--repeats R` runs R differently seeded partitions (the same ones for every setting),
+and the summary is over all R x folds test parts, with each repeat's mean beside it.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ SETTINGS = {
         "equalize": True,
     },
     "probe": {"recipe": "probe", "equalize": True},
+    "probe_256": {"recipe": "probe", "equalize": True, "input_size": 256},
     "probe_288": {"recipe": "probe", "equalize": True, "input_size": 288},
     # Without the image's border, where source-specific marks are (bench/gradcam.py).
     "probe_crop10": {"recipe": "probe", "equalize": True, "crop": 0.10},
@@ -79,6 +84,7 @@ def main() -> None:
     ap.add_argument("--settings", default="head,finetune")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=1, help="partitions, seeds seed..seed+R-1")
     args = ap.parse_args()
     examples = load_examples(args.data, args.modality)
     base = TrainConfig(modality=args.modality, epochs=args.epochs, patience=5, seed=args.seed)
@@ -89,7 +95,12 @@ def main() -> None:
     for name in args.settings.split(","):
         cfg = replace(base, **SETTINGS[name])
         folds = []
-        for k, split in enumerate(fold_splits(examples, args.folds, args.seed)):
+        partitions = [
+            (r, k, split)
+            for r in range(args.repeats)
+            for k, split in enumerate(fold_splits(examples, args.folds, args.seed + r))
+        ]
+        for r, k, split in partitions:
             t0 = time.time()
             card = train(cfg, examples, split=split).card
             test = card["test"]
@@ -101,16 +112,27 @@ def main() -> None:
                     "by_source_auc": {s: r["auc"] for s, r in test.get("by_source", {}).items()},
                     "epochs": card["epochs_run"],
                     "seconds": round(time.time() - t0),
+                    "repeat": r,
                 }
             )
-            print(f"{args.modality} {name} fold {k}: {folds[-1]}", flush=True)
+            print(f"{args.modality} {name} repeat {r} fold {k}: {folds[-1]}", flush=True)
         summary = {
             m: [round(float(np.mean([f[m] for f in folds])), 4),
                 round(float(np.std([f[m] for f in folds])), 4)]
             for m in ("auc", "sensitivity", "specificity")
         }  # fmt: skip
-        out[name] = {"summary_mean_sd": summary, "folds": folds, "overrides": SETTINGS[name]}
-        print(f"{args.modality} {name}: {summary}", flush=True)
+        per_repeat = [
+            round(float(np.mean([f["auc"] for f in folds if f["repeat"] == r])), 4)
+            for r in range(args.repeats)
+        ]
+        out[name] = {
+            "summary_mean_sd": summary,
+            "auc_per_repeat": per_repeat,
+            "folds_per_repeat": args.folds,
+            "folds": folds,
+            "overrides": SETTINGS[name],
+        }
+        print(f"{args.modality} {name}: {summary}, AUC per repeat {per_repeat}", flush=True)
         path.write_text(json.dumps(out, indent=2))  # after each setting: a stop loses less
 
 

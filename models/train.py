@@ -399,15 +399,23 @@ def render_card(card: dict) -> str:
     if card.get("cross_validation"):
         cv = card["cross_validation"]
         folds = cv["folds"]
+        n_folds = cv.get("folds_per_repeat", len(folds))
+        repeats = cv.get("auc_per_repeat", [])
         auc, sens, spec = (cv["summary_mean_sd"][k] for k in ("auc", "sensitivity", "specificity"))
+        spread = (
+            f"(mean ± sd over {len(folds)} test parts: {len(repeats)} partitions into {n_folds} "
+            "folds; mean of each partition " + ", ".join(f"{a:.3f}" for a in repeats) + ")"
+            if len(repeats) > 1
+            else "(mean ± sd over folds; per fold "
+            + ", ".join(f"{f['auc']:.3f}" for f in folds)
+            + ")"
+        )
         cv_lines = [
-            f"Settings chosen by patient-grouped {len(folds)}-fold cross-validation on the "
+            f"Settings chosen by patient-grouped {n_folds}-fold cross-validation on the "
             f"development data (`python -m bench.cv`, setting `{cv['setting']}`); on each "
             "fold's held-out patients:",
             "",
-            f"- AUC {auc[0]:.3f} ± {auc[1]:.3f} (mean ± sd over folds; per fold "
-            + ", ".join(f"{f['auc']:.3f}" for f in folds)
-            + ")",
+            f"- AUC {auc[0]:.3f} ± {auc[1]:.3f} {spread}",
             f"- sensitivity {sens[0]:.3f} ± {sens[1]:.3f}, specificity {spec[0]:.3f} ± "
             f"{spec[1]:.3f} at each fold's validation-chosen threshold",
             "",

@@ -42,8 +42,24 @@ def test_probe_run_on_real_slices_saves_what_it_scored(shared_data, tmp_path):
     assert card["pretrained"] is True and card["config"]["recipe"] == "probe"
     assert card["history"]["chosen_c"][0] in card["history"]["c"]
     assert len(card["history"]["val_auc"]) == 4  # the validation grid of C
+    # bench/cv.py's figures for the setting, as `--cv-report` puts them in the card
+    result.card["cross_validation"] = {
+        "setting": "probe",
+        "summary_mean_sd": {
+            "auc": [0.7, 0.02],
+            "sensitivity": [0.9, 0.1],
+            "specificity": [0.4, 0.1],
+        },
+        "auc_per_repeat": [0.71, 0.69],
+        "folds_per_repeat": 2,
+        "folds": [{"auc": a} for a in (0.7, 0.72, 0.68, 0.7)],
+    }
     out = save_version(result, tmp_path / "v", command="test")
-    assert "linear probe on frozen pooled features" in (out / "MODEL_CARD.md").read_text()
+    text = (out / "MODEL_CARD.md").read_text()
+    assert "linear probe on frozen pooled features" in text
+    assert "patient-grouped 2-fold cross-validation" in text
+    assert "AUC 0.700 ± 0.020 (mean ± sd over 4 test parts: 2 partitions into 2 folds; " in text
+    assert "mean of each partition 0.710, 0.690)" in text
     x = load_arrays(examples[:6], 64)
     again = keras.models.load_model(out / "model.keras", compile=False)
     np.testing.assert_allclose(

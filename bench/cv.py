@@ -49,6 +49,19 @@ SETTINGS = {
     "probe": {"recipe": "probe", "equalize": True},
     "probe_256": {"recipe": "probe", "equalize": True, "input_size": 256},
     "probe_288": {"recipe": "probe", "equalize": True, "input_size": 288},
+    # Each depth's spatial spread as well as its mean (models.layers.GlobalStdPooling2D).
+    "probe_256_std": {
+        "recipe": "probe",
+        "equalize": True,
+        "input_size": 256,
+        "probe_pool": "avg_std",
+    },
+    "probe_288_std": {
+        "recipe": "probe",
+        "equalize": True,
+        "input_size": 288,
+        "probe_pool": "avg_std",
+    },
     # Without the image's border, where source-specific marks are (bench/gradcam.py).
     "probe_crop10": {"recipe": "probe", "equalize": True, "crop": 0.10},
     "probe_crop15": {"recipe": "probe", "equalize": True, "crop": 0.15},

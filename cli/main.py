@@ -230,6 +230,8 @@ def results(job_id, csv_path, url) -> None:
 @click.option("--recipe", type=click.Choice(["finetune", "probe"]), default="finetune",
               show_default=True, help="probe: linear model on frozen features (fast)")  # fmt: skip
 @click.option("--equalize", is_flag=True, help="histogram equalisation inside the model")
+@click.option("--probe-pool", type=click.Choice(["avg", "avg_std"]), default="avg",
+              show_default=True, help="probe features: means, or means and spreads")  # fmt: skip
 @click.option("--epochs", type=int, default=None, help="head-only epochs (default 30)")
 @click.option("--finetune-epochs", type=int, default=None, help="fine-tuning epochs (default 15)")
 @click.option("--input-size", type=int, default=None, help="pixels (default: the backbone's)")
@@ -238,13 +240,15 @@ def results(job_id, csv_path, url) -> None:
 @click.option("--activate", is_flag=True, help="make the new version active when it is done")
 @click.option("--wait", is_flag=True, help="show progress until the run ends")
 @url_option
-def train(modality, data, server_path, backbone, recipe, equalize, epochs, finetune_epochs,
-          input_size, seed, no_pretrained, activate, wait, url) -> None:  # fmt: skip
+def train(modality, data, server_path, backbone, recipe, equalize, probe_pool, epochs,
+          finetune_epochs, input_size, seed, no_pretrained, activate, wait,
+          url) -> None:  # fmt: skip
     """Train a model version on a labelled set, on the training queue; prints the job id."""
     if bool(data) == bool(server_path):
         raise click.UsageError("give exactly one of --data and --server-path")
     fields = {"modality": modality, "backbone": backbone, "activate": str(activate).lower(),
-              "recipe": recipe, "equalize": str(equalize).lower()}  # fmt: skip
+              "recipe": recipe, "equalize": str(equalize).lower(),
+              "probe_pool": probe_pool}  # fmt: skip
     for name, value in (("epochs", epochs), ("finetune_epochs", finetune_epochs),
                         ("input_size", input_size), ("seed", seed)):  # fmt: skip
         if value is not None:

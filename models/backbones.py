@@ -258,14 +258,18 @@ def build_classifier(
     return model, features, weight_arg is not None
 
 
+PROBE_POOLS = ("avg", "avg_std")
+
+
 def build_probe_features(
     backbone: str, input_size: int | None = None, weights: str | Path | None = "auto",
-    equalize: bool = False, crop: float = 0.0, taps: tuple[str, ...] = (),
+    equalize: bool = False, crop: float = 0.0, taps: tuple[str, ...] = (), pool: str = "avg",
 ):  # fmt: skip
-    """Grey image -> average-pooled activations of several depths of a frozen backbone,
-    concatenated (`taps`, else the backbone's `probe_layers`, else its last layer).
-    Returns (model,
-    pretrained). A linear head on these is the "probe" recipe of `models.train`."""
+    """Grey image -> pooled activations of several depths of a frozen backbone,
+    concatenated (`taps`, else the backbone's `probe_layers`, else its last layer):
+    their spatial means, and with `pool="avg_std"` their spatial standard deviations
+    after them. Returns (model, pretrained). A linear head on these is the "probe"
+    recipe of `models.train`."""
     import keras
     from keras import layers
 
@@ -280,9 +284,15 @@ def build_probe_features(
     tapped.trainable = False
     outs = tapped(x, training=False)
     outs = outs if isinstance(outs, list | tuple) else [outs]
+    if pool not in PROBE_POOLS:
+        raise ValueError(f"unknown probe pooling {pool!r}; choose from {PROBE_POOLS}")
     pooled = [
         layers.GlobalAveragePooling2D(name=f"pool_{n}")(o) for n, o in zip(names, outs, strict=True)
     ]
+    if pool == "avg_std":
+        from models.layers import GlobalStdPooling2D
+
+        pooled += [GlobalStdPooling2D(name=f"std_{n}")(o) for n, o in zip(names, outs, strict=True)]
     x = pooled[0] if len(pooled) == 1 else layers.Concatenate(name="probe_features")(pooled)
     return keras.Model(inp, x, name=f"probe_{backbone}_{size}"), weight_arg is not None
 

@@ -36,3 +36,23 @@ class HistogramEqualization(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+@keras.saving.register_keras_serializable(package="scanq")
+class GlobalStdPooling2D(keras.layers.Layer):
+    """Per-channel standard deviation over the spatial positions of a feature map.
+
+    Average pooling says how much of a pattern an image holds; the spread says whether
+    it is patchy or uniform, which is how ground-glass opacities differ on CT slices. As
+    extra probe features it raised the CT probe's AUC by about 0.01 under repeated
+    patient-grouped CV (bench/cv.py, `probe_288_std`). The small epsilon keeps the
+    gradient finite for a constant channel (Grad-CAM differentiates through this).
+    """
+
+    def call(self, x):
+        mean = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
+        var = tf.reduce_mean(tf.square(x - mean), axis=[1, 2])
+        return tf.sqrt(var + 1e-6)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[3])

@@ -62,6 +62,7 @@ class TrainConfig:
     recipe: str = "finetune"
     probe_c: float = 0.0  # the probe's inverse L2 strength; 0 chooses it on validation
     probe_layers: tuple[str, ...] = ()  # layers the probe pools; () = the backbone's own
+    probe_pool: str = "avg"  # "avg_std" adds each depth's spatial spread (models.layers)
     extra: dict = field(default_factory=dict)
 
 
@@ -466,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     defaults = TrainConfig(modality="xray")
     for name in ("backbone", "input_size", "epochs", "batch_size", "learning_rate",
                  "finetune_epochs", "finetune_learning_rate", "finetune_from", "dropout",
-                 "patience", "seed", "recipe", "probe_c"):  # fmt: skip
+                 "patience", "seed", "recipe", "probe_c", "probe_pool"):  # fmt: skip
         value = getattr(defaults, name)
         ap.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
     ap.add_argument("--hflip", action="store_true", help="left-right flip augmentation")

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from db.accounts import audit
 from db.models import MODALITIES, Job
 from db.training_jobs import create_training_job, mark_sent
-from models.backbones import BACKBONES
+from models.backbones import BACKBONES, PROBE_POOLS
 from models.train import expected_steps
 from web.datasets import Dataset, DatasetError, load_dataset, resolve_server_folder, unpack_archive
 from web.extensions import get_celery
@@ -59,6 +59,10 @@ def parse_training_request(form: Mapping[str, str]) -> tuple[str, dict, bool]:
     if recipe not in RECIPES:
         raise ApiError(400, "bad_recipe", f"recipe must be one of {', '.join(RECIPES)}")
     config["recipe"] = recipe
+    pool = (form.get("probe_pool") or "avg").strip().lower()
+    if pool not in PROBE_POOLS:
+        raise ApiError(400, "bad_probe_pool", f"probe_pool must be one of {', '.join(PROBE_POOLS)}")
+    config["probe_pool"] = pool
     config["hflip"] = boolean_field(form, "hflip")
     config["equalize"] = boolean_field(form, "equalize")
     return modality, config, boolean_field(form, "activate")

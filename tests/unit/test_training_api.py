@@ -67,6 +67,7 @@ def test_bad_training_requests_get_json_errors(client, app, tmp_path):
         (post_training(client, ok, activate="maybe"), 400, "bad_activate"),
         (post_training(client, ok, weights="imagenet"), 400, "bad_weights"),
         (post_training(client, ok, recipe="magic"), 400, "bad_recipe"),
+        (post_training(client, ok, probe_pool="max"), 400, "bad_probe_pool"),
         (post_training(client), 400, "no_dataset"),
         (post_training(client, ok, data_path=str(tmp_path)), 400, "no_dataset"),
         (post_training(client, _archive(2)), 422, "dataset_unusable"),

@@ -183,8 +183,8 @@ def _stem(inp, spec: Backbone, equalize: bool, augment: bool, hflip: bool, crop:
     equalisation and augmentation, then the backbone's own scaling as plain layers.
 
     `crop` drops that fraction of the image at each edge and scales the rest back up:
-    the X-ray model put about half of its Grad-CAM mass in the outer 10% of the image
-    (bench/gradcam.py), where labels, markers and collimation edges differ by source."""
+    the 224 px X-ray probe put about half of its Grad-CAM mass in the outer 10% of the
+    image (bench/gradcam.py), where labels, markers and collimation edges differ by source."""
     from keras import layers
 
     x = inp

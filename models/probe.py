@@ -6,8 +6,9 @@ Lite0 reached CT AUC 0.785-0.814, and a logistic regression on its pooled activa
 from several depths 0.818 (224 px) and 0.850 (288 px); see the README and bench/cv.py.
 So the shipped models keep the backbone frozen, pool five depths (the CT model their
 spatial spread as well as their mean), standardise, and fit an L2-regularised,
-class-balanced logistic regression whose strength is chosen on the validation patients. The fitted scaler and weights become two Keras layers, so the saved
-model is one ordinary file.
+class-balanced logistic regression whose strength is chosen on the validation patients.
+The fitted scaler and weights become two Keras layers, so the saved model is one
+ordinary file.
 """
 
 from __future__ import annotations

@@ -14,11 +14,10 @@ def test_call_shape_changes_no_score(shared_data):
     from models.predictor import Predictor
 
     paths = sorted((shared_data / "xray" / "dev" / "covid").glob("*.png"))[:11]
-    images = np.stack([load_for_model(p, 224) for p in paths])  # not a multiple of 4 or 8
-    by_shape = {}
-    for rows in (4, 8, 32):
-        probs, feats = Predictor(SHIPPED, rows).predict_with_features(images)
-        by_shape[rows] = (probs, feats)
+    predictors = {rows: Predictor(SHIPPED, rows) for rows in (4, 8, 32)}
+    size = predictors[4].input_size
+    images = np.stack([load_for_model(p, size) for p in paths])  # not a multiple of 4 or 8
+    by_shape = {rows: p.predict_with_features(images) for rows, p in predictors.items()}
     for rows in (4, 8):
         np.testing.assert_allclose(by_shape[rows][0], by_shape[32][0], atol=1e-5)
         np.testing.assert_allclose(by_shape[rows][1], by_shape[32][1], rtol=1e-3, atol=1e-3)

@@ -108,6 +108,8 @@ def test_training_form_to_new_version(stack, page, shared_data, tmp_path):
                 zf.write(p, f"{label}/{p.name}")
     page.goto(stack.url + "/models")
     assert DISCLAIMER in page.inner_text("#disclaimer")
+    # the shipped models' cross-validation, over repeated partitions (bench/cv.py)
+    assert page.inner_text("body").count("5-fold x 4 partitions, by patient") >= 2
     page.set_input_files("#dataset", str(archive))
     page.check("#train-form input[name=modality][value=ct]")
     page.select_option("#backbone", "smallcnn")

@@ -109,11 +109,11 @@ def main() -> None:
         cfg = replace(base, **SETTINGS[name])
         folds = []
         partitions = [
-            (r, k, split)
-            for r in range(args.repeats)
-            for k, split in enumerate(fold_splits(examples, args.folds, args.seed + r))
+            (rep, k, split)
+            for rep in range(args.repeats)
+            for k, split in enumerate(fold_splits(examples, args.folds, args.seed + rep))
         ]
-        for r, k, split in partitions:
+        for rep, k, split in partitions:
             t0 = time.time()
             card = train(cfg, examples, split=split).card
             test = card["test"]
@@ -125,18 +125,18 @@ def main() -> None:
                     "by_source_auc": {s: r["auc"] for s, r in test.get("by_source", {}).items()},
                     "epochs": card["epochs_run"],
                     "seconds": round(time.time() - t0),
-                    "repeat": r,
+                    "repeat": rep,
                 }
             )
-            print(f"{args.modality} {name} repeat {r} fold {k}: {folds[-1]}", flush=True)
+            print(f"{args.modality} {name} repeat {rep} fold {k}: {folds[-1]}", flush=True)
         summary = {
             m: [round(float(np.mean([f[m] for f in folds])), 4),
                 round(float(np.std([f[m] for f in folds])), 4)]
             for m in ("auc", "sensitivity", "specificity")
         }  # fmt: skip
         per_repeat = [
-            round(float(np.mean([f["auc"] for f in folds if f["repeat"] == r])), 4)
-            for r in range(args.repeats)
+            round(float(np.mean([f["auc"] for f in folds if f["repeat"] == rep])), 4)
+            for rep in range(args.repeats)
         ]
         out[name] = {
             "summary_mean_sd": summary,

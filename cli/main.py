@@ -11,6 +11,7 @@ import click
 
 from cli.accounts import token, user
 from cli.client import ApiError, Client, expand_paths, zip_labelled_folder
+from models.backbones import PROBE_POOLS
 from scanq import DISCLAIMER
 from scanq.settings import get_settings
 
@@ -230,7 +231,7 @@ def results(job_id, csv_path, url) -> None:
 @click.option("--recipe", type=click.Choice(["finetune", "probe"]), default="finetune",
               show_default=True, help="probe: linear model on frozen features (fast)")  # fmt: skip
 @click.option("--equalize", is_flag=True, help="histogram equalisation inside the model")
-@click.option("--probe-pool", type=click.Choice(["avg", "avg_std"]), default="avg",
+@click.option("--probe-pool", type=click.Choice(PROBE_POOLS), default="avg",
               show_default=True, help="probe features: means, or means and spreads")  # fmt: skip
 @click.option("--epochs", type=int, default=None, help="head-only epochs (default 30)")
 @click.option("--finetune-epochs", type=int, default=None, help="fine-tuning epochs (default 15)")

@@ -154,6 +154,11 @@ def abort_upload(session: Session, job_id: str, error: str) -> None:
         .where(Job.id == job_id, Job.status == "receiving")
         .values(status="failed", finished_at=utcnow(), error=error[:2000])
     )
+    _cancel_open_batches(session, job_id)
+
+
+def _cancel_open_batches(session: Session, job_id: str) -> None:
+    """Batches of an ended job that no worker finished: workers skip them."""
     session.execute(
         update(Batch)
         .where(Batch.job_id == job_id, Batch.status.in_(("queued", "running")))
@@ -267,17 +272,14 @@ def refresh_job(session: Session, job_id: str) -> Job | None:
 
 def cancel_job(session: Session, job_id: str) -> bool:
     """queued|running|receiving -> cancelled; the batches still queued are skipped by
-    workers, and an upload still arriving stops at its next chunk."""
+    workers. An upload still arriving goes on storing its files, but no worker claims
+    the batches it adds, since their job has ended."""
     changed = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status.in_(("queued", "running", "receiving")))
         .values(status="cancelled", finished_at=utcnow())
     ).rowcount
-    session.execute(
-        update(Batch)
-        .where(Batch.job_id == job_id, Batch.status.in_(("queued", "running")))
-        .values(status="cancelled")
-    )
+    _cancel_open_batches(session, job_id)
     return bool(changed)
 
 

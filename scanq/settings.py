@@ -37,6 +37,8 @@ class Settings:
     # Rows per model call; None lets the worker pick by backbone and device
     # (models.batching). The last call of a job is padded up to it.
     model_batch_size: int | None = None
+    # Model calls in flight at once in one worker process; None: 2 on a CPU, 1 on a GPU.
+    model_streams: int | None = None
     max_upload_bytes: int = 512 * 1024 * 1024
     max_files_per_job: int = 10_000
     max_archive_ratio: int = 100  # refuse archives that expand far beyond their size
@@ -122,6 +124,7 @@ def load_settings() -> Settings:
         secret_key=os.environ.get("SECRET_KEY", DEFAULT_SECRET),
         batch_size=_int("SCANQ_BATCH_SIZE", 32),
         model_batch_size=_int("SCANQ_MODEL_BATCH_SIZE", 0) or None,
+        model_streams=_int("SCANQ_MODEL_STREAMS", 0) or None,
         max_upload_bytes=_int("SCANQ_MAX_UPLOAD_MB", 512) * 1024 * 1024,
         max_files_per_job=_int("SCANQ_MAX_FILES", 10_000),
         visibility_timeout=_int("SCANQ_VISIBILITY_TIMEOUT", 3600),

@@ -58,20 +58,21 @@ def predictor_for(
     settings: Settings, version_id: int, path: str, temperature: float, backbone: str
 ):
     """Load a model version once per process; later batches reuse it. Its call shape
-    is chosen for its backbone and this process's device (models.batching)."""
+    and the calls in flight at once are chosen for its backbone and this process's
+    device (models.batching)."""
     with _lock:
         cached = _predictors.get(version_id)
     if cached is not None:
         return cached
     device = configure_tensorflow()
-    from models.batching import model_batch_size
+    from models.batching import call_plan
     from models.predictor import Predictor
 
-    # A call never holds more than one task's images: more rows would only be padding.
-    rows = min(model_batch_size(backbone, device, settings.model_batch_size), settings.batch_size)
-    predictor = Predictor(settings.version_dir(path), rows, temperature)
+    plan = call_plan(backbone, device, settings.batch_size, settings.model_batch_size,
+                     settings.model_streams)  # fmt: skip
+    predictor = Predictor(settings.version_dir(path), plan.rows, temperature, plan.streams)
     with _lock:
         _predictors[version_id] = predictor
-    log.info("loaded model version %s (%s, %d rows per call on %s) in pid %s",
-             version_id, backbone, rows, device, os.getpid())  # fmt: skip
+    log.info("loaded model version %s (%s, %d rows per call, %d at once, on %s) in pid %s",
+             version_id, backbone, plan.rows, plan.streams, device, os.getpid())  # fmt: skip
     return predictor

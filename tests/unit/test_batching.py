@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.batching import CPU_BATCH, model_batch_size
+from models.batching import CPU_BATCH, CallPlan, call_plan, model_batch_size
 from models.preprocess import load_for_model
 
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "default" / "xray"
@@ -30,3 +30,33 @@ def test_shape_by_backbone_and_device_and_override():
     assert model_batch_size("efficientnet_lite0", "gpu") == 64
     assert model_batch_size("xception", "gpu") == 32
     assert model_batch_size("vgg16", "cpu", override=12) == 12
+
+
+def test_call_plan_gives_each_stream_a_call_per_task():
+    # CPU: two calls in flight; a task of 32 is cut so that both get one.
+    assert call_plan("mobilenetv2", "cpu", 32) == CallPlan(rows=16, streams=2)
+    assert call_plan("efficientnet_lite0", "cpu", 32) == CallPlan(rows=8, streams=2)
+    assert call_plan("efficientnet_lite0", "cpu", 5) == CallPlan(rows=3, streams=2)
+    # GPU: one call at a time, as large as a task allows.
+    assert call_plan("efficientnet_lite0", "gpu", 32) == CallPlan(rows=32, streams=1)
+    # Overrides are taken as they are (rows still never above a task).
+    assert call_plan("mobilenetv2", "cpu", 32, rows_override=32) == CallPlan(32, 2)
+    assert call_plan("vgg16", "cpu", 32, streams_override=3) == CallPlan(4, 3)
+    assert call_plan("vgg16", "cpu", 2, rows_override=12, streams_override=1) == CallPlan(2, 1)
+
+
+def test_calls_in_flight_change_no_score_or_order(shared_data):
+    """Two streams return every image's score in its own place (a mix-up between calls
+    in flight would move scores between images)."""
+    from models.predictor import Predictor
+
+    paths = sorted((shared_data / "xray" / "dev").rglob("*.png"))[::37][:10]
+    one, two = Predictor(SHIPPED, 4, streams=1), Predictor(SHIPPED, 4, streams=2)
+    images = np.stack([load_for_model(p, one.input_size) for p in paths])
+    for _ in range(3):  # the pool's threads finish in any order
+        probs, feats = two.predict_with_features(images)
+        np.testing.assert_allclose(probs, one.predict_with_features(images)[0], atol=1e-5)
+        np.testing.assert_allclose(
+            feats, one.predict_with_features(images)[1], rtol=1e-3, atol=1e-3
+        )
+    assert len(set(np.round(probs, 4))) == len(paths)  # distinct scores, so order shows

@@ -62,6 +62,26 @@ SETTINGS = {
         "input_size": 288,
         "probe_pool": "avg_std",
     },
+    # Larger ImageNet networks of the same family (models.efficientnet_lite).
+    "probe_lite1_256": {
+        "recipe": "probe",
+        "equalize": True,
+        "input_size": 256,
+        "backbone": "efficientnet_lite1",
+    },
+    "probe_lite2_256": {
+        "recipe": "probe",
+        "equalize": True,
+        "input_size": 256,
+        "backbone": "efficientnet_lite2",
+    },
+    "probe_lite2_288_std": {
+        "recipe": "probe",
+        "equalize": True,
+        "input_size": 288,
+        "probe_pool": "avg_std",
+        "backbone": "efficientnet_lite2",
+    },
     # Without the image's border, where source-specific marks are (bench/gradcam.py).
     "probe_crop10": {"recipe": "probe", "equalize": True, "crop": 0.10},
     "probe_crop15": {"recipe": "probe", "equalize": True, "crop": 0.15},

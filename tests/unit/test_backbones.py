@@ -1,5 +1,5 @@
 """Every backbone builds offline, scales its own input, and names a real top stage for
-fine-tuning; without cached ImageNet weights it starts at random and says so."""
+fine-tuning and real layers for the probe; without cached ImageNet weights it starts at random and says so."""
 
 import logging
 
@@ -19,6 +19,11 @@ def test_fine_tuning_boundary_is_a_real_layer(name):
     names = [layer.name for layer in features.layers]
     first = next(i for i, n in enumerate(names) if n.startswith(spec.finetune_from))
     assert 0 < first < len(names) - 1  # the top stage only, never the whole network
+    # The depths a probe pools are layers of this network, deepest last.
+    where = [names.index(layer) for layer in spec.probe_layers]
+    assert where == sorted(where)
+    if name.startswith("efficientnet_lite"):
+        assert spec.probe_layers[-1] == "head_relu" and len(spec.probe_layers) == 5
 
 
 def test_missing_imagenet_weights_mean_a_random_start_with_a_warning(tmp_path, monkeypatch, caplog):

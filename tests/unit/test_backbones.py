@@ -1,5 +1,6 @@
 """Every backbone builds offline, scales its own input, and names a real top stage for
-fine-tuning and real layers for the probe; without cached ImageNet weights it starts at random and says so."""
+fine-tuning and real layers for the probe; without cached ImageNet weights it starts at
+random and says so."""
 
 import logging
 

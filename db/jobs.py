@@ -157,6 +157,11 @@ def abort_upload(session: Session, job_id: str, error: str) -> None:
     _cancel_open_batches(session, job_id)
 
 
+def upload_cancelled(session: Session, job_id: str) -> bool:
+    """Whether a job whose files are still arriving was cancelled meanwhile."""
+    return session.scalar(select(Job.status).where(Job.id == job_id)) == "cancelled"
+
+
 def _cancel_open_batches(session: Session, job_id: str) -> None:
     """Batches of an ended job that no worker finished: workers skip them."""
     session.execute(
@@ -272,8 +277,8 @@ def refresh_job(session: Session, job_id: str) -> Job | None:
 
 def cancel_job(session: Session, job_id: str) -> bool:
     """queued|running|receiving -> cancelled; the batches still queued are skipped by
-    workers. An upload still arriving goes on storing its files, but no worker claims
-    the batches it adds, since their job has ended."""
+    workers. An upload still arriving stops storing files at its next batch
+    (`upload_cancelled`)."""
     changed = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status.in_(("queued", "running", "receiving")))

@@ -4,7 +4,9 @@ The job is opened ("receiving") at its first usable scan; every full batch is co
 and queued at once, so workers score the first images while later ones are still on
 the wire, and the job can only finish once the upload closes it. Queueing happens after
 each commit: a worker never sees a batch that SQL does not have, and a batch whose send
-failed is re-queued by the reconciler, not lost.
+failed is re-queued by the reconciler, not lost. A job cancelled while its files arrive
+takes no more of them: the batch being written when the upload notices is rolled back,
+and what was committed before keeps its results.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from db.jobs import (
     close_upload,
     mark_enqueued,
     open_inference_job,
+    upload_cancelled,
 )
 from db.models import Job
 from db.session import session_scope
@@ -25,6 +28,17 @@ from web.extensions import get_celery
 from worker.celery_app import SCORE_BATCH
 
 log = logging.getLogger(__name__)
+
+
+class UploadCancelled(Exception):
+    """The job was cancelled while its files were arriving."""
+
+    def __init__(self, job_id: str, stored: int):
+        super().__init__(
+            f"job {job_id} was cancelled while its files were arriving: the {stored} files "
+            "received before keep their results, the rest of the upload was not stored"
+        )
+        self.job_id, self.stored = job_id, stored
 
 
 class JobUpload:
@@ -44,6 +58,7 @@ class JobUpload:
         self.job_id: str | None = None
         self.rejected: list[IncomingScan] = []  # files refused at upload, for the error text
         self.total = 0
+        self.committed = 0  # files (accepted or refused) written to SQL
         self._held: list[tuple[int, IncomingScan]] = []  # waiting for a full batch
         self._seq = 0
         self._broker_down = False
@@ -88,7 +103,10 @@ class JobUpload:
             if self.job_id is None:
                 self.job_id = open_inference_job(session, *self._job_args).id
             batch_ids = add_scans(session, self.job_id, items, self.batch_size, self._seq)
+            if upload_cancelled(session, self.job_id):  # raising rolls these rows back
+                raise UploadCancelled(self.job_id, self.committed)
         self._seq += len(batch_ids)
+        self.committed += len(items)
         if not self._broker_down:  # after one failure, leave the rest to the reconciler
             self._broker_down = not enqueue_batches(self.database_url, batch_ids)
 

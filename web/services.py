@@ -16,7 +16,7 @@ from db.registry import active_version
 from db.session import session_scope
 from scanq.settings import Settings
 from web.ingest import Limits, UploadError, ingest_chunks
-from web.job_upload import JobUpload
+from web.job_upload import JobUpload, UploadCancelled
 from web.multipart import MalformedUpload
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,12 @@ def submit_inference_job(
         for scans in ingest_chunks(uploads, cfg.data_dir, limits, modality, cfg.batch_size):
             upload.add(scans)
         job = upload.close()
+    except UploadCancelled as exc:
+        # Read the rest without storing it, so the client gets this answer rather than
+        # a connection closed under its upload.
+        for _rest in uploads:
+            pass
+        raise ApiError(409, "job_cancelled", str(exc)) from None
     except UploadError as exc:
         upload.abort(f"upload refused: {exc}")
         raise ApiError(400, "too_many_files", str(exc)) from None

@@ -263,3 +263,58 @@ def test_a_broken_multipart_body_is_a_clear_400(client, body):
     assert resp.status_code == 400, resp.get_data(as_text=True)
     assert resp.json["error"]["code"] in ("bad_upload", "no_files")
     assert client.get("/api/v1/jobs").json["items"] == []
+
+
+class _CancelsMidway(io.BytesIO):
+    """A request body that, once `after` bytes were read, cancels the job being
+    uploaded, as a user would from the job page while the files still arrive."""
+
+    def __init__(self, body: bytes, after: int, database_url: str):
+        super().__init__(body)
+        self.after, self.database_url, self.cancelled = after, database_url, None
+
+    def readinto(self, buffer):  # what Werkzeug's LimitedStream calls
+        self._maybe_cancel()
+        return super().readinto(buffer)
+
+    def read(self, size=-1):
+        self._maybe_cancel()
+        return super().read(size)
+
+    def _maybe_cancel(self) -> None:
+        if self.cancelled is None and self.tell() >= self.after:
+            from db.jobs import cancel_job
+            from db.models import Job
+
+            with session_scope(self.database_url) as s:
+                job_id = s.scalar(select(Job.id).where(Job.status == "receiving"))
+                if job_id is not None:
+                    self.cancelled = job_id
+                    assert cancel_job(s, job_id)
+
+
+def test_a_job_cancelled_while_its_files_arrive_stores_no_more_of_them(client, app):
+    from dataclasses import replace
+
+    from db.models import Job
+
+    settings = replace(app.config["SCANQ_SETTINGS"], batch_size=2)
+    app.config["SCANQ_SETTINGS"] = settings
+    # 40 KB files: the body arrives over many reads, so the job opens before the cancel.
+    files = [("files", f"s{i}.png", png(i, size=200)) for i in range(16)]
+    body, ctype = _multipart([("modality", None, b"xray"), *files])
+    stream = _CancelsMidway(body, len(body) // 2, settings.database_url)
+    resp = client.post("/api/v1/jobs", input_stream=stream, content_type=ctype,
+                       content_length=len(body))  # fmt: skip
+    assert stream.cancelled is not None, "the job never opened before the cancel"
+    assert resp.status_code == 409 and resp.json["error"]["code"] == "job_cancelled"
+    assert stream.tell() == len(body)  # the rest was read (and dropped): a clean answer
+    with session_scope(settings.database_url) as s:
+        job = s.get(Job, stream.cancelled)
+        stored = s.scalar(select(func.count()).select_from(Scan).where(Scan.job_id == job.id))
+        open_batches = s.scalar(select(func.count()).select_from(Batch).where(
+            Batch.job_id == job.id, Batch.status.in_(("queued", "running"))))  # fmt: skip
+    assert job.status == "cancelled"
+    assert 0 < stored < len(files)  # what came before the cancel stays, no more
+    assert f"the {stored} files received before keep their results" in resp.json["error"]["message"]
+    assert open_batches == 0  # no batch of the cancelled job waits for a worker

@@ -19,6 +19,7 @@ from db.registry import (
 )
 from scanq import DISCLAIMER
 from web.access import may_see, owner_name, require_admin, visible
+from web.auth import check_streamed_csrf, csrf_token_pending
 from web.multipart import BufferedUpload, MalformedUpload, UploadParts
 from web.serialize import iso, job_json, model_json, result_json, results_csv
 from web.services import (
@@ -69,10 +70,13 @@ def _get_job(session, job_id: str) -> Job:
 def create_job():
     try:
         upload = UploadParts(request)  # files stream in; fields sent before them are read
-        if upload.has_files and "modality" not in upload.fields:  # fields came last
+        if upload.has_files and (
+            "modality" not in upload.fields or csrf_token_pending(upload.fields)
+        ):  # fields came last
             upload = BufferedUpload(upload)
     except MalformedUpload as exc:
         raise ApiError(400, "bad_upload", str(exc)) from None
+    check_streamed_csrf(upload.fields)
     if not upload.has_files:
         raise ApiError(400, "no_files", NO_FILES)
     form = upload.fields

@@ -4,15 +4,22 @@ carry a session cookie (HttpOnly, SameSite=Lax, Secure in production). A request
 rides on the cookie and changes something must carry the session's CSRF token (forms
 have a hidden field, scripts an X-CSRFToken header); a bearer request has no cookie to
 abuse and needs none. Requests are checked by Flask-WTF's CSRFProtect, called here only
-for cookie-authenticated requests."""
+for cookie-authenticated requests.
+
+Uploads that are stored while they arrive (web.multipart) cannot have their whole body
+parsed for the token first: their check waits until the view has read the form fields
+sent before the files (`check_streamed_csrf`), still before any file is stored. A
+response from such a view that skipped the check is turned into an error."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from flask import (
     Blueprint,
     Flask,
+    current_app,
     g,
     jsonify,
     redirect,
@@ -28,10 +35,26 @@ from db.accounts import audit, check_password, user_for_token
 from db.models import User
 from web.services import db_session
 
+
+class _StreamingCSRFProtect(CSRFProtect):
+    """Looks for the token in the fields a streamed view has read so far, when there
+    are any, instead of in `request.form` (which would read the whole body first)."""
+
+    def _get_csrf_token(self):
+        fields = g.get("streamed_fields")
+        if fields is None:
+            return super()._get_csrf_token()
+        token = fields.get(current_app.config["WTF_CSRF_FIELD_NAME"])
+        headers = (request.headers.get(h) for h in current_app.config["WTF_CSRF_HEADERS"])
+        return token or next((h for h in headers if h), None)
+
+
 bp = Blueprint("auth", __name__)
-csrf = CSRFProtect()
+csrf = _StreamingCSRFProtect()
 PUBLIC = {"static", "auth.login", "healthz"}
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+# Views that store a multipart upload while it arrives; each calls check_streamed_csrf.
+STREAMED_UPLOADS = {"pages.upload", "api.create_job"}
 
 
 @dataclass(frozen=True)
@@ -60,6 +83,7 @@ def init_auth(app: Flask) -> None:
     )
     csrf.init_app(app)
     app.before_request(_authenticate)
+    app.after_request(_deferred_csrf_was_checked)
     app.register_blueprint(bp)
 
     @app.errorhandler(CSRFError)
@@ -89,8 +113,48 @@ def _authenticate():
     if g.user is None and request.endpoint not in PUBLIC:
         return _unauthorized("log in, or send Authorization: Bearer <token>")
     if request.method not in SAFE_METHODS:
-        csrf.protect()  # the cookie is sent by the browser on its own: prove the page
+        # The cookie is sent by the browser on its own: prove the page.
+        if request.endpoint in STREAMED_UPLOADS:
+            g.csrf_deferred = True  # the view checks once it has read the fields
+        else:
+            csrf.protect()
     return None
+
+
+def csrf_token_pending(fields: Mapping[str, str]) -> bool:
+    """Whether this request's deferred CSRF check still lacks a token: not among the
+    fields read so far, nor in a header. The view then reads the whole upload (without
+    storing it) to find the fields sent after the files."""
+    if not g.get("csrf_deferred"):
+        return False
+    name = current_app.config["WTF_CSRF_FIELD_NAME"]
+    headers = current_app.config["WTF_CSRF_HEADERS"]
+    return not fields.get(name) and not any(request.headers.get(h) for h in headers)
+
+
+def check_streamed_csrf(fields: Mapping[str, str]) -> None:
+    """The deferred CSRF check of a cookie request to a streamed upload, on the fields
+    read so far; call it before storing anything. A refused request's body is drained
+    first, so that the browser shows the error rather than a reset connection."""
+    if not g.get("csrf_deferred"):
+        return
+    g.streamed_fields = fields
+    try:
+        csrf.protect()
+    except CSRFError:
+        if request.content_length:
+            _drain_body()
+        raise
+    g.csrf_deferred = False
+
+
+def _deferred_csrf_was_checked(response):
+    """A streamed upload view that answered success without its CSRF check is a bug
+    that would let another site submit jobs as the user: refuse rather than pass."""
+    if g.get("csrf_deferred") and response.status_code < 400:
+        current_app.logger.error("%s answered without its CSRF check", request.endpoint)
+        return jsonify(error={"code": "csrf_unchecked", "message": "CSRF check missing"}), 500
+    return response
 
 
 DRAIN_LIMIT = 64 * 1024 * 1024

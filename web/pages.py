@@ -16,8 +16,11 @@ from db.registry import active_version
 from models.backbones import BACKBONES
 from models.report import REPORT_FILES
 from web.access import may_see, owner_name, require_admin, visible, visible_scan
+from web.auth import check_streamed_csrf, csrf_token_pending
+from web.multipart import BufferedUpload, MalformedUpload, UploadParts
 from web.serialize import ood_warning, result_status
 from web.services import (
+    NO_FILES,
     ApiError,
     boolean_field,
     bounded_number,
@@ -47,12 +50,23 @@ def index():
 
 @bp.post("/upload")
 def upload():
-    uploads = [(f.filename or "upload", f.read()) for f in request.files.getlist("files")]
-    modality = request.form.get("modality", "")
+    """Files are stored and queued as they arrive, as through the API: the form sends
+    its fields (CSRF token, modality, options) before the files."""
     try:
-        skip = boolean_field(request.form, "skip_out_of_distribution")
-        job = submit_inference_job(uploads, modality, owner=owner_name(),
-                                   skip_out_of_distribution=skip)  # fmt: skip
+        parts = UploadParts(request)
+        if parts.has_files and (
+            "modality" not in parts.fields or csrf_token_pending(parts.fields)
+        ):  # fields came last
+            parts = BufferedUpload(parts)
+    except MalformedUpload as exc:
+        return _front_page(str(exc), 400)
+    check_streamed_csrf(parts.fields)
+    if not parts.has_files:
+        return _front_page(NO_FILES, 400)
+    try:
+        skip = boolean_field(parts.fields, "skip_out_of_distribution")
+        job = submit_inference_job(parts.files(), parts.fields.get("modality", ""),
+                                   owner=owner_name(), skip_out_of_distribution=skip)  # fmt: skip
     except ApiError as exc:
         return _front_page(exc.message, exc.status)
     return redirect(url_for("pages.job_page", job_id=job.id), 303)

@@ -318,3 +318,79 @@ def test_a_job_cancelled_while_its_files_arrive_stores_no_more_of_them(client, a
     assert 0 < stored < len(files)  # what came before the cancel stays, no more
     assert f"the {stored} files received before keep their results" in resp.json["error"]["message"]
     assert open_batches == 0  # no batch of the cancelled job waits for a worker
+
+
+def _browser(app):
+    """A test client logged in with a password, as a browser is: a session cookie, and
+    the page's CSRF token."""
+    from db.accounts import ensure_user
+
+    with session_scope(app.config["SCANQ_SETTINGS"].database_url) as s:
+        ensure_user(s, "viewer", "user", password="pw-for-tests")
+    browser = app.test_client()
+    page = browser.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    resp = browser.post("/login", data={"name": "viewer", "password": "pw-for-tests",
+                                        "csrf_token": token})  # fmt: skip
+    assert resp.status_code == 303
+    front = browser.get("/").get_data(as_text=True)
+    return browser, re.search(r'name="csrf_token" value="([^"]+)"', front).group(1)
+
+
+class _WatchesMidway(io.BytesIO):
+    """A request body that, half-way through, notes how many scans the server has
+    already stored: more than none means the upload is stored while it arrives."""
+
+    def __init__(self, body: bytes, database_url: str):
+        super().__init__(body)
+        self.database_url, self.stored_midway = database_url, None
+
+    def readinto(self, buffer):
+        if self.stored_midway is None and self.tell() >= len(self.getvalue()) // 2:
+            with session_scope(self.database_url) as s:
+                self.stored_midway = s.scalar(select(func.count()).select_from(Scan))
+        return super().readinto(buffer)
+
+
+def test_the_upload_page_stores_files_while_they_arrive(app):
+    from dataclasses import replace
+
+    settings = replace(app.config["SCANQ_SETTINGS"], batch_size=2)
+    app.config["SCANQ_SETTINGS"] = settings
+    browser, token = _browser(app)
+    files = [("files", f"s{i}.png", png(i, size=200)) for i in range(16)]
+    body, ctype = _multipart([("csrf_token", None, token.encode()),
+                              ("modality", None, b"xray"), *files])  # fmt: skip
+    stream = _WatchesMidway(body, settings.database_url)
+    resp = browser.post("/upload", input_stream=stream, content_type=ctype,
+                        content_length=len(body))  # fmt: skip
+    assert resp.status_code == 303, resp.get_data(as_text=True)[:500]
+    assert 0 < stream.stored_midway < len(files)
+    job = browser.get(resp.headers["Location"].replace("/jobs/", "/api/v1/jobs/")).json
+    assert job["total"] == len(files)
+
+
+def test_a_page_upload_without_its_csrf_token_stores_nothing(app):
+    browser, token = _browser(app)
+    files = [("files", f"s{i}.png", png(i, size=200)) for i in range(6)]
+    for fields in ([("modality", None, b"xray")],
+                   [("csrf_token", None, b"forged"), ("modality", None, b"xray")]):  # fmt: skip
+        body, ctype = _multipart([*fields, *files])
+        resp = browser.post("/upload", data=body, content_type=ctype)
+        assert resp.status_code == 400 and "CSRF" in resp.get_data(as_text=True)
+    # The same through the API with the cookie: refused; with the page's token in a
+    # header (as the site's scripts send it), accepted.
+    body, ctype = _multipart([("modality", None, b"xray"), *files])
+    refused = browser.post("/api/v1/jobs", data=body, content_type=ctype)
+    assert refused.status_code == 400 and refused.json["error"]["code"] == "csrf_failed"
+    with session_scope(app.config["SCANQ_SETTINGS"].database_url) as s:
+        assert s.scalar(select(func.count()).select_from(Scan)) == 0
+    ok = browser.post("/api/v1/jobs", data=body, content_type=ctype,
+                      headers={"X-CSRFToken": token})  # fmt: skip
+    assert ok.status_code == 202 and ok.json["total"] == len(files)
+    # Fields after the files (a client of its own): still checked, once all has arrived.
+    body, ctype = _multipart(
+        [*files, ("modality", None, b"ct"), ("csrf_token", None, token.encode())]
+    )
+    late = browser.post("/upload", data=body, content_type=ctype)
+    assert late.status_code == 303

@@ -25,6 +25,8 @@ from typing import NamedTuple
 
 CPU_BATCH = {
     "efficientnet_lite0": 8,
+    "efficientnet_lite1": 8,
+    "efficientnet_lite2": 4,
     "mobilenetv2": 32,
     "efficientnetb0": 8,
     "densenet121": 4,

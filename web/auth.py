@@ -42,11 +42,14 @@ class _StreamingCSRFProtect(CSRFProtect):
 
     def _get_csrf_token(self):
         fields = g.get("streamed_fields")
-        if fields is None:
-            return super()._get_csrf_token()
-        token = fields.get(current_app.config["WTF_CSRF_FIELD_NAME"])
-        headers = (request.headers.get(h) for h in current_app.config["WTF_CSRF_HEADERS"])
-        return token or next((h for h in headers if h), None)
+        return super()._get_csrf_token() if fields is None else _token_sent(fields)
+
+
+def _token_sent(fields: Mapping[str, str]) -> str | None:
+    """The CSRF token among these form fields, or else in a header."""
+    token = fields.get(current_app.config["WTF_CSRF_FIELD_NAME"])
+    headers = (request.headers.get(h) for h in current_app.config["WTF_CSRF_HEADERS"])
+    return token or next((h for h in headers if h), None)
 
 
 bp = Blueprint("auth", __name__)
@@ -125,11 +128,7 @@ def csrf_token_pending(fields: Mapping[str, str]) -> bool:
     """Whether this request's deferred CSRF check still lacks a token: not among the
     fields read so far, nor in a header. The view then reads the whole upload (without
     storing it) to find the fields sent after the files."""
-    if not g.get("csrf_deferred"):
-        return False
-    name = current_app.config["WTF_CSRF_FIELD_NAME"]
-    headers = current_app.config["WTF_CSRF_HEADERS"]
-    return not fields.get(name) and not any(request.headers.get(h) for h in headers)
+    return bool(g.get("csrf_deferred")) and _token_sent(fields) is None
 
 
 def check_streamed_csrf(fields: Mapping[str, str]) -> None:

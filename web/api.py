@@ -19,8 +19,7 @@ from db.registry import (
 )
 from scanq import DISCLAIMER
 from web.access import may_see, owner_name, require_admin, visible
-from web.auth import check_streamed_csrf, csrf_token_pending
-from web.multipart import BufferedUpload, MalformedUpload, UploadParts
+from web.multipart import MalformedUpload
 from web.serialize import iso, job_json, model_json, result_json, results_csv
 from web.services import (
     NO_FILES,
@@ -32,6 +31,7 @@ from web.services import (
     submit_inference_job,
 )
 from web.training import submit_training_job
+from web.upload_form import open_upload
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 MAX_PAGE = 1000
@@ -69,14 +69,9 @@ def _get_job(session, job_id: str) -> Job:
 @bp.post("/jobs")
 def create_job():
     try:
-        upload = UploadParts(request)  # files stream in; fields sent before them are read
-        if upload.has_files and (
-            "modality" not in upload.fields or csrf_token_pending(upload.fields)
-        ):  # fields came last
-            upload = BufferedUpload(upload)
+        upload = open_upload(request)  # files stream in; fields sent before them are read
     except MalformedUpload as exc:
         raise ApiError(400, "bad_upload", str(exc)) from None
-    check_streamed_csrf(upload.fields)
     if not upload.has_files:
         raise ApiError(400, "no_files", NO_FILES)
     form = upload.fields

@@ -16,8 +16,7 @@ from db.registry import active_version
 from models.backbones import BACKBONES
 from models.report import REPORT_FILES
 from web.access import may_see, owner_name, require_admin, visible, visible_scan
-from web.auth import check_streamed_csrf, csrf_token_pending
-from web.multipart import BufferedUpload, MalformedUpload, UploadParts
+from web.multipart import MalformedUpload
 from web.serialize import ood_warning, result_status
 from web.services import (
     NO_FILES,
@@ -29,6 +28,7 @@ from web.services import (
     submit_inference_job,
 )
 from web.training import submit_training_job
+from web.upload_form import open_upload
 
 bp = Blueprint("pages", __name__)
 THUMB = 96
@@ -53,14 +53,9 @@ def upload():
     """Files are stored and queued as they arrive, as through the API: the form sends
     its fields (CSRF token, modality, options) before the files."""
     try:
-        parts = UploadParts(request)
-        if parts.has_files and (
-            "modality" not in parts.fields or csrf_token_pending(parts.fields)
-        ):  # fields came last
-            parts = BufferedUpload(parts)
+        parts = open_upload(request)
     except MalformedUpload as exc:
         return _front_page(str(exc), 400)
-    check_streamed_csrf(parts.fields)
     if not parts.has_files:
         return _front_page(NO_FILES, 400)
     try:

@@ -51,12 +51,25 @@ def is_dicom(data: bytes) -> bool:
 def read_dicom(data: bytes, modality: str) -> DicomImage:
     """Every frame of a DICOM file, windowed for `modality` ("ct" or "xray")."""
     import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
     except Exception as exc:  # pydicom raises many types for broken files
         raise DicomError(f"not a readable DICOM file ({type(exc).__name__})") from None
+    try:
+        return _frames(ds, modality)
+    except DicomError:
+        raise
+    except Exception as exc:
+        # pydicom converts each element when it is first read, so a mangled element
+        # (found by atheris: an unknown VR in Columns gave NotImplementedError) fails
+        # here, not in dcmread: still this file's error, never the whole upload's.
+        raise DicomError(f"damaged DICOM element ({type(exc).__name__}: {exc})"[:500]) from None
+
+
+def _frames(ds, modality: str) -> DicomImage:
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
     if "PixelData" not in ds:
         raise DicomError("DICOM file has no pixel data (not an image)")
     frames = int(ds.get("NumberOfFrames", 1) or 1)

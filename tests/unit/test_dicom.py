@@ -70,15 +70,27 @@ def _truncated() -> bytes:
     return whole[: len(whole) - 3000]
 
 
+def _unknown_vr_in_columns() -> bytes:
+    """A well-formed file whose Columns element claims a value representation pydicom
+    does not know (atheris found this: it raised NotImplementedError when read)."""
+    good = dicom_bytes(np.zeros((20, 20), np.uint16))
+    tag = b"\x28\x00\x11\x00US"  # (0028,0011) Columns, explicit VR little endian
+    assert good.count(tag) == 1
+    return good.replace(tag, b"\x28\x00\x11\x00UQ")
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
         (b"\0" * 128 + b"DICM" + b"\x02\x00garbage" * 10, "no pixel data|not a readable"),
         (b"\0" * 128 + b"DICM", "no pixel data|not a readable"),
         (_truncated(), "cannot decode DICOM pixel data|not a readable"),
+        (_unknown_vr_in_columns(), "damaged DICOM element"),
     ],
 )
 def test_broken_dicom_is_a_clear_error(data, message):
+    """Each is this file's own error (DicomError), which ingest turns into a failed row;
+    anything else would fail the whole upload."""
     with pytest.raises(DicomError, match=message):
         read_dicom(data, "ct")
 

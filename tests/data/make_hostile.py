@@ -86,6 +86,11 @@ def cases() -> dict[str, tuple[bytes, str | None]]:
 FOUND = {
     # atheris: a member with an empty name broke zipfile's is_dir() (IndexError).
     "found_by_atheris_nameless_member.zip": "archive entry without a name",
+    # atheris: a TIFF whose strip offset is a float (TypeError in Pillow's loader).
+    "found_by_atheris_float_strip_offset.tif": "not a readable image",
+    # atheris: an unknown value representation in Columns (NotImplementedError in pydicom
+    # when the element was first read).
+    "found_by_atheris_unknown_vr.dcm": "damaged DICOM element",
 }
 
 

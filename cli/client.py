@@ -11,6 +11,7 @@ from pathlib import Path
 
 import requests
 
+from cli.upload_body import StreamedMultipart
 from web.ingest import ARCHIVE_SUFFIXES
 
 UPLOAD_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".dcm"}
@@ -97,20 +98,14 @@ class Client:
         model_version: int | None = None,
         skip_out_of_distribution: bool = False,
     ) -> dict:
-        handles = [open(f, "rb") for f in files]  # noqa: SIM115 - closed below
-        try:
-            parts = [("files", (f.name, h)) for f, h in zip(files, handles, strict=True)]
-            data = {"modality": modality}
-            if model_version is not None:
-                data["model_version"] = str(model_version)
-            if skip_out_of_distribution:
-                data["skip_out_of_distribution"] = "true"
-            resp = self.http.post(
-                f"{self.base}/api/v1/jobs", files=parts, data=data, timeout=self.timeout
-            )
-        finally:
-            for h in handles:
-                h.close()
+        fields = {"modality": modality}
+        if model_version is not None:
+            fields["model_version"] = str(model_version)
+        if skip_out_of_distribution:
+            fields["skip_out_of_distribution"] = "true"
+        body = StreamedMultipart(fields, files)
+        resp = self.http.post(f"{self.base}/api/v1/jobs", data=body, timeout=self.timeout,
+                              headers={"Content-Type": body.content_type})  # fmt: skip
         return self._check(resp).json()
 
     def train(self, fields: dict, archive: bytes | None) -> dict:

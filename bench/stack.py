@@ -13,6 +13,7 @@ from pathlib import Path
 import requests
 
 from cli.client import Client
+from cli.upload_body import StreamedMultipart
 from scanq.embedded_redis import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,13 +75,16 @@ class LocalStack:
     def submit(
         self, files: list[Path], version_id: int | None = None, modality: str = "xray"
     ) -> tuple[str, float, float]:
-        """(job id, wall-clock start as a UNIX time, upload round trip in seconds)."""
-        parts = [("files", (p.name, p.read_bytes())) for p in files]
-        data = {"modality": modality}
+        """(job id, wall-clock start as a UNIX time, upload round trip in seconds). The
+        body is the one `scanq submit` sends: fields first, files read from disk as
+        they go (cli/upload_body.py)."""
+        fields = {"modality": modality}
         if version_id is not None:
-            data["model_version"] = str(version_id)
+            fields["model_version"] = str(version_id)
+        body = StreamedMultipart(fields, files)
         start, t0 = time.time(), time.perf_counter()
-        resp = self.http.post(f"{self.url}/api/v1/jobs", files=parts, data=data, timeout=600)
+        resp = self.http.post(f"{self.url}/api/v1/jobs", data=body, timeout=600,
+                              headers={"Content-Type": body.content_type})  # fmt: skip
         resp.raise_for_status()
         return resp.json()["id"], start, time.perf_counter() - t0
 

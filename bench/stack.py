@@ -13,7 +13,6 @@ from pathlib import Path
 import requests
 
 from cli.client import Client
-from cli.upload_body import StreamedMultipart
 from scanq.embedded_redis import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,18 +74,13 @@ class LocalStack:
     def submit(
         self, files: list[Path], version_id: int | None = None, modality: str = "xray"
     ) -> tuple[str, float, float]:
-        """(job id, wall-clock start as a UNIX time, upload round trip in seconds). The
-        body is the one `scanq submit` sends: fields first, files read from disk as
-        they go (cli/upload_body.py)."""
-        fields = {"modality": modality}
-        if version_id is not None:
-            fields["model_version"] = str(version_id)
-        body = StreamedMultipart(fields, files)
+        """(job id, wall-clock start as a UNIX time, upload round trip in seconds),
+        through `scanq submit`'s own client: fields first, files read from disk as they
+        go (cli/upload_body.py)."""
+        client = Client(self.url, timeout=600, token=self.token)  # one per call: threads
         start, t0 = time.time(), time.perf_counter()
-        resp = self.http.post(f"{self.url}/api/v1/jobs", data=body, timeout=600,
-                              headers={"Content-Type": body.content_type})  # fmt: skip
-        resp.raise_for_status()
-        return resp.json()["id"], start, time.perf_counter() - t0
+        job = client.submit(files, modality, version_id)
+        return job["id"], start, time.perf_counter() - t0
 
     def wait(self, job_id: str, timeout: float = 3600) -> dict:
         return Client(self.url, token=self.token).wait(job_id, timeout, interval=0.2)

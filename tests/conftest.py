@@ -32,6 +32,17 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def postgres_url() -> str:
+    """The PostgreSQL server's URL for tests (.ci/services.sh starts one); a skip
+    without it, a failure where CI demands every test (SCANQ_STRICT)."""
+    url = os.environ.get("SCANQ_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("SCANQ_STRICT"):
+            pytest.fail("SCANQ_STRICT is set but SCANQ_TEST_POSTGRES_URL is not")
+        pytest.skip("no PostgreSQL (set SCANQ_TEST_POSTGRES_URL; .ci/services.sh starts one)")
+    return url
+
+
 def sample_images(shared_data: Path, modality: str, label: str, n: int) -> list[Path]:
     return sorted((shared_data / modality / "dev" / label).glob("*.png"))[:n]
 

@@ -6,12 +6,14 @@ import logging
 
 from flask import Flask, jsonify, request
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from scanq import DISCLAIMER
 from scanq.settings import DEFAULT_SECRET, Settings, get_settings
 
 FORM_FIELDS = 64  # room for the non-file fields of a form
+DATABASE_RETRY_AFTER_S = 5
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -60,6 +62,18 @@ def create_app(settings: Settings | None = None) -> Flask:
         if request.path.startswith("/api/"):
             return jsonify(error={"code": code, "message": message}), exc.code
         return exc
+
+    @app.errorhandler(OperationalError)
+    def _database_unavailable(exc: OperationalError):
+        """The server restarting, unreachable or (SQLite) locked is a state to wait out,
+        not a fault of the request: 503 with Retry-After, so clients try again."""
+        logging.getLogger(__name__).warning("database unavailable: %s", exc.orig)
+        message = "the database is unavailable for the moment; try again shortly"
+        headers = {"Retry-After": str(DATABASE_RETRY_AFTER_S)}
+        if request.path.startswith("/api/"):
+            body = jsonify(error={"code": "database_unavailable", "message": message})
+            return body, 503, headers
+        return message, 503, {**headers, "Content-Type": "text/plain; charset=utf-8"}
 
     @app.get("/healthz")
     def healthz():

@@ -1,8 +1,6 @@
 """Job state on SQLite and, where a server is available, PostgreSQL: migrations from
 empty, conditional transitions and idempotent results."""
 
-import os
-
 import pytest
 from sqlalchemy import func, select, text
 
@@ -24,17 +22,9 @@ from db.migrate import downgrade, upgrade
 from db.models import Batch, Job, Result, Scan
 from db.registry import activate_version, active_version, register_version
 from db.session import get_engine, session_scope
+from tests.conftest import postgres_url
 
 CARD = {"modality": "xray", "backbone": "smallcnn", "input_size": 64, "threshold": 0.5}
-
-
-def _postgres_url():
-    url = os.environ.get("SCANQ_TEST_POSTGRES_URL")
-    if not url:
-        if os.environ.get("SCANQ_STRICT"):
-            pytest.fail("SCANQ_STRICT is set but SCANQ_TEST_POSTGRES_URL is not")
-        pytest.skip("no PostgreSQL (set SCANQ_TEST_POSTGRES_URL; .ci/services.sh starts one)")
-    return url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -42,7 +32,7 @@ def db_url(request, tmp_path):
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'test.sqlite3'}"
     else:
-        url = _postgres_url()
+        url = postgres_url()
         with get_engine(url).begin() as conn:  # start from an empty schema
             conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
     upgrade(url)

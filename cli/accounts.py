@@ -6,10 +6,10 @@ from __future__ import annotations
 import sys
 
 import click
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
 from db.accounts import AccountError, audit, create_token, ensure_user, get_user
-from db.models import ApiToken
+from db.models import ApiToken, User
 from db.session import session_scope
 from scanq.settings import get_settings
 
@@ -35,11 +35,41 @@ def token_create(name: str, admin: bool, label: str) -> None:
     click.echo(value)
 
 
-@token.command("revoke")
-@click.option("--user", "name", required=True)
-def token_revoke(name: str) -> None:
-    """Revoke every token of a user."""
+@token.command("list")
+@click.option("--user", "name", default=None, help="only this user's tokens")
+def token_list(name: str | None) -> None:
+    """Tokens (never their values): user, label, made, last used (to the hour), state."""
     with _session() as session:
+        query = select(ApiToken, User.name).join(User, User.id == ApiToken.user_id)
+        if name is not None:
+            if get_user(session, name) is None:
+                raise click.ClickException(f"no user {name}")
+            query = query.where(User.name == name)
+        rows = [
+            (str(t.id), owner, t.label or "-", _when(t.created_at), _when(t.last_used_at),
+             "revoked" if t.revoked else "active")
+            for t, owner in session.execute(query.order_by(ApiToken.id))
+        ]  # fmt: skip
+    _table(("id", "user", "label", "created", "last used", "state"), rows)
+
+
+@token.command("revoke")
+@click.option("--user", "name", default=None, help="every token of this user")
+@click.option("--id", "token_id", type=int, default=None, help="this token only (see list)")
+def token_revoke(name: str | None, token_id: int | None) -> None:
+    """Revoke one token (--id) or every token of a user (--user)."""
+    if (name is None) == (token_id is None):
+        raise click.UsageError("give either --user or --id")
+    with _session() as session:
+        if token_id is not None:
+            found = session.get(ApiToken, token_id)
+            if found is None:
+                raise click.ClickException(f"no token {token_id}")
+            found.revoked = True
+            owner = session.get(User, found.user_id).name
+            audit(session, None, "revoke_token", f"user:{owner}", {"token": token_id})
+            click.echo(f"revoked token {token_id} of {owner}", err=True)
+            return
         user = get_user(session, name)
         if user is None:
             raise click.ClickException(f"no user {name}")
@@ -72,6 +102,33 @@ def user_password(name: str, admin: bool) -> None:
         found.role = role
         audit(session, None, "set_password", f"user:{name}", {"role": role})
     click.echo(f"password set for {name} ({role})", err=True)
+
+
+@user.command("list")
+def user_list() -> None:
+    """Users, their roles, whether they can log in, and their live tokens."""
+    with _session() as session:
+        users = session.scalars(select(User).order_by(User.name)).all()
+        live = dict(session.execute(
+            select(ApiToken.user_id, func.count()).where(ApiToken.revoked.is_(False))
+            .group_by(ApiToken.user_id)
+        ).all())  # fmt: skip
+        rows = [
+            (u.name, u.role, "yes" if u.password_hash else "no", str(live.get(u.id, 0)),
+             _when(u.created_at))
+            for u in users
+        ]  # fmt: skip
+    _table(("user", "role", "password", "live tokens", "created"), rows)
+
+
+def _when(moment) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment else "never"
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _session():

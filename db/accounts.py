@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from db.models import ROLES, ApiToken, AuditEvent, User
+from db.models import ROLES, ApiToken, AuditEvent, User, utcnow
+
+# How stale "last used" may be. Finer would cost a database write per request.
+TOKEN_TOUCH_INTERVAL = timedelta(hours=1)
 
 
 class AccountError(ValueError):
@@ -57,14 +62,43 @@ def create_token(session: Session, user: User, label: str = "") -> str:
     return token
 
 
-def user_for_token(session: Session, token: str) -> User | None:
-    # One indexed read per request, and no "last used" write: reading results keeps
-    # working while the database refuses writes (e.g. SQLite locked).
-    return session.scalar(
-        select(User)
+@dataclass(frozen=True)
+class TokenMatch:
+    user: User
+    token_id: int
+    last_used_at: datetime | None
+
+    def touch_due(self, now: datetime | None = None) -> bool:
+        if self.last_used_at is None:
+            return True
+        last = self.last_used_at
+        last = last if last.tzinfo else last.replace(tzinfo=timezone.utc)  # SQLite: naive
+        return (now or utcnow()) - last >= TOKEN_TOUCH_INTERVAL
+
+
+def match_token(session: Session, token: str) -> TokenMatch | None:
+    """The live token's user, in one indexed read. Recording the use is separate
+    (`touch_token`, after the response), so reads keep working while the database
+    refuses writes (SQLite locked, a read-only replica)."""
+    row = session.execute(
+        select(User, ApiToken.id, ApiToken.last_used_at)
         .join(ApiToken, ApiToken.user_id == User.id)
         .where(ApiToken.token_hash == _digest(token), ApiToken.revoked.is_(False))
+    ).first()
+    return TokenMatch(*row) if row else None
+
+
+def touch_token(session: Session, token_id: int, now: datetime | None = None) -> bool:
+    """Record a use of the token; a conditional update, so of many concurrent requests
+    with a stale time one writes and the others change nothing."""
+    now = now or utcnow()
+    stale = or_(
+        ApiToken.last_used_at.is_(None), ApiToken.last_used_at <= now - TOKEN_TOUCH_INTERVAL
     )
+    done = session.execute(
+        update(ApiToken).where(ApiToken.id == token_id, stale).values(last_used_at=now)
+    )
+    return done.rowcount == 1
 
 
 def check_password(session: Session, name: str, password: str) -> User | None:

@@ -13,12 +13,14 @@ response from such a view that skipped the check is turned into an error."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from flask import (
     Blueprint,
     Flask,
+    after_this_request,
     current_app,
     g,
     jsonify,
@@ -31,9 +33,12 @@ from flask import (
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
-from db.accounts import audit, check_password, user_for_token
+from db.accounts import audit, check_password, match_token, touch_token
 from db.models import User
-from web.services import db_session
+from db.session import session_scope
+from web.services import db_session, settings
+
+log = logging.getLogger(__name__)
 
 
 class _StreamingCSRFProtect(CSRFProtect):
@@ -106,9 +111,12 @@ def _authenticate():
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer "):
         with db_session() as s:
-            g.user = _principal(user_for_token(s, header[7:].strip()))
-        if g.user is None:
+            match = match_token(s, header[7:].strip())
+            g.user = _principal(match and match.user)
+        if match is None:
             return _unauthorized("the token is not valid (revoked, or never issued)")
+        if match.touch_due():
+            _touch_after_response(match.token_id)
         return None
     if "user_id" in session:
         with db_session() as s:
@@ -122,6 +130,27 @@ def _authenticate():
         else:
             csrf.protect()
     return None
+
+
+def _touch_after_response(token_id: int) -> None:
+    """Record the token's use once the response has gone, best effort: the client never
+    waits for the write, and a database that refuses it costs only the record."""
+
+    url = settings().database_url  # the app context is gone when the response closes
+
+    def touch() -> None:
+        try:
+            with session_scope(url) as s:
+                touch_token(s, token_id)
+        except Exception:
+            logging.getLogger(__name__).warning(
+                "token %s: use not recorded", token_id, exc_info=True
+            )
+
+    @after_this_request
+    def _on_close(response):
+        response.call_on_close(touch)
+        return response
 
 
 def csrf_token_pending(fields: Mapping[str, str]) -> bool:

@@ -7,6 +7,7 @@ and the audit trail says who did what."""
 from __future__ import annotations
 
 import re
+import time
 
 import requests
 from sqlalchemy import select
@@ -126,3 +127,43 @@ def test_users_see_only_their_own_and_admins_manage(stack, shared_data):
     revoked = stack.scanq("token", "revoke", "--user", "bob")
     assert revoked.returncode == 0, revoked.stderr
     assert bob.get(f"{url}/api/v1/jobs").status_code == 401
+
+
+def test_tokens_are_listed_with_their_last_use_and_revoked_one_by_one(stack):
+    """What an admin needs to retire stale tokens: `scanq token list` shows when each
+    was last used (recorded after the response, once an hour at most), and `revoke
+    --id` retires one token while the user's others keep working."""
+    used = stack.session(stack.make_user("carol"))
+    spare_token = stack.scanq("token", "create", "--user", "carol", "--label", "spare")
+    spare = stack.session(spare_token.stdout.strip())
+    assert used.get(f"{stack.url}/api/v1/jobs").status_code == 200
+
+    def listed_rows() -> list[list[str]]:
+        listed = stack.scanq("token", "list", "--user", "carol")
+        assert listed.returncode == 0, listed.stderr
+        return [line.split() for line in listed.stdout.splitlines()]
+
+    deadline = time.monotonic() + 10  # the use is written once the response has gone
+    while (rows := listed_rows())[1][-2] == "never":
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.2)
+    header, first, second = rows
+    assert header[:3] == ["id", "user", "label"]
+    assert first[1] == "carol" and first[-1] == "active" and first[-2] != "never"
+    assert second[2] == "spare" and second[-2:] == ["never", "active"]
+
+    revoked = stack.scanq("token", "revoke", "--id", first[0])
+    assert revoked.returncode == 0, revoked.stderr
+    assert used.get(f"{stack.url}/api/v1/jobs").status_code == 401
+    assert spare.get(f"{stack.url}/api/v1/jobs").status_code == 200
+    assert [row[-1] for row in listed_rows()[1:]] == ["revoked", "active"]
+
+    users = {
+        line.split()[0]: line.split() for line in stack.scanq("user", "list").stdout.splitlines()
+    }
+    assert users["carol"][1:4] == ["user", "yes", "1"]  # role, can log in, live tokens
+
+    both = stack.scanq("token", "revoke", "--id", first[0], "--user", "carol")
+    assert both.returncode != 0 and "either --user or --id" in both.stderr
+    missing = stack.scanq("token", "revoke", "--id", "999999")
+    assert missing.returncode != 0 and "no token 999999" in missing.stderr

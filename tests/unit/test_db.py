@@ -220,3 +220,32 @@ def test_migrations_build_exactly_the_tables_of_the_models(db_url):
 
     with get_engine(db_url).connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+
+def test_a_token_use_is_recorded_once_an_hour_by_one_of_concurrent_requests(db_url):
+    from datetime import timedelta
+
+    from db.accounts import (
+        TOKEN_TOUCH_INTERVAL,
+        create_token,
+        ensure_user,
+        match_token,
+        touch_token,
+    )
+    from db.models import utcnow
+
+    with session_scope(db_url) as s:
+        token = create_token(s, ensure_user(s, "dana"))
+    with session_scope(db_url) as s:
+        match = match_token(s, token)
+        assert match.user.name == "dana" and match.last_used_at is None and match.touch_due()
+    now = utcnow()
+    with session_scope(db_url) as s:  # two requests that both saw a stale time
+        assert touch_token(s, match.token_id, now) is True
+        assert touch_token(s, match.token_id, now + timedelta(seconds=1)) is False
+    with session_scope(db_url) as s:
+        seen = match_token(s, token)
+        assert not seen.touch_due(now + TOKEN_TOUCH_INTERVAL - timedelta(seconds=1))
+        assert seen.touch_due(now + TOKEN_TOUCH_INTERVAL)
+        assert touch_token(s, match.token_id, now + TOKEN_TOUCH_INTERVAL) is True
+        assert match_token(s, "sq_not-a-token") is None

@@ -217,6 +217,8 @@ class TrainResult:
     ood: object = None  # models.ood.OODModel, saved beside the model
     # The held-out patients' images: models.gate scores the champion on the same ones.
     test_examples: list[Example] = field(default_factory=list)
+    # The training and validation images: what the version saw (models.gate.write_seen).
+    seen_examples: list[Example] = field(default_factory=list)
 
 
 def train(
@@ -316,7 +318,9 @@ def train(
         model, x, groups, np.concatenate([tr, va]), te, other_modality
     )
     held_out = [examples[i] for i in te]
-    return TrainResult(model=model, card=card, ood=fitted, test_examples=held_out)
+    seen = [examples[i] for i in np.concatenate([tr, va])]
+    return TrainResult(model=model, card=card, ood=fitted, test_examples=held_out,
+                       seen_examples=seen)  # fmt: skip
 
 
 def _abnormal(ex: Example) -> bool:
@@ -364,7 +368,8 @@ def reload_version(folder: Path, data: Path | str) -> ReloadedVersion:
 
 
 def save_version(result: TrainResult, out: Path, command: str | None = None) -> Path:
-    """Write model.keras, card.json and a human-readable MODEL_CARD.md into `out`."""
+    """Write model.keras, card.json, a human-readable MODEL_CARD.md and the record of
+    what it saw (seen.json, for models.gate) into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     # Saved without the augmentation layers' training behaviour mattering: they are
     # identity at inference.
@@ -379,6 +384,10 @@ def save_version(result: TrainResult, out: Path, command: str | None = None) -> 
     from models.report import write_report_images
 
     write_report_images(card, out)
+    if result.seen_examples:
+        from models.gate import write_seen
+
+        write_seen(out, result.seen_examples)
     return out
 
 

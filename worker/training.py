@@ -125,7 +125,7 @@ def _gate(settings: Settings, gate: dict, challenger_id: int, result) -> None:
     the challenger only if it is better (models.gate), and record the decision."""
     from db.models import ModelVersion
     from db.registry import activate_version
-    from models.gate import decide, evaluate_version
+    from models.gate import comparison_set, decide, evaluate_version
 
     url = settings.database_url
     with session_scope(url) as session:
@@ -135,12 +135,12 @@ def _gate(settings: Settings, gate: dict, challenger_id: int, result) -> None:
                 ModelVersion.id.in_([challenger_id, gate.get("champion") or -1])
             )
         }
-    held_out = result.test_examples
-    report = {"patients": len({ex.patient_id for ex in held_out}), "images": len(held_out)}
-    report["challenger"] = evaluate_version(*versions[challenger_id], held_out)
     champion_id = gate.get("champion")
+    champion_folder = versions[champion_id][0] if champion_id in versions else None
+    held_out, report = comparison_set(champion_folder, result.test_examples)
+    report["challenger"] = evaluate_version(*versions[challenger_id], held_out)
     report["champion"] = (
-        evaluate_version(*versions[champion_id], held_out) if champion_id in versions else None
+        evaluate_version(*versions[champion_id], held_out) if champion_folder else None
     )
     decision = decide(report["champion"], report["challenger"], float(gate.get("margin", 0)))
     with session_scope(url) as session:

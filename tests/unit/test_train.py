@@ -44,3 +44,10 @@ def test_tiny_run_card_and_saved_version(shared_data, tmp_path):
     for name in ("roc.png", "confusion.png"):
         with Image.open(out / name) as im:
             assert im.size == (360, 360) and len(np.unique(np.asarray(im))) > 2
+    # What it saw, for the retraining gate: its training and validation images only.
+    from models.gate import unseen_by
+
+    fitted_on = card["split"]["train"] + card["split"]["val"]
+    assert len(json.loads((out / "seen.json").read_text())["images"]) == fitted_on
+    assert unseen_by(out, result.test_examples) == result.test_examples
+    assert unseen_by(out, result.seen_examples) == []

@@ -46,6 +46,11 @@ class Settings:
         default_factory=lambda: Path(__file__).resolve().parent.parent / "models" / "default"
     )
     visibility_timeout: int = 3600
+    # A scoring task still running after this many seconds (a file whose read never
+    # ends, a stuck model call) ends its worker process: the batch is delivered again,
+    # and the file in hand is left out as one that crashes would be. It includes the
+    # first load of a model in a new process.
+    batch_time_limit: int = 300
     environment: str = "development"  # SCANQ_ENV; "production" refuses unsafe defaults
     # A training run that has not reported for this long is taken for dead and failed.
     training_stall_seconds: int = 1800
@@ -128,6 +133,7 @@ def load_settings() -> Settings:
         max_upload_bytes=_int("SCANQ_MAX_UPLOAD_MB", 512) * 1024 * 1024,
         max_files_per_job=_int("SCANQ_MAX_FILES", 10_000),
         visibility_timeout=_int("SCANQ_VISIBILITY_TIMEOUT", 3600),
+        batch_time_limit=_int("SCANQ_BATCH_TIME_LIMIT", 300),
         training_stall_seconds=_int("SCANQ_TRAINING_STALL", 1800),
         upload_stall_seconds=_int("SCANQ_UPLOAD_STALL", 600),
         beat_interval=_int("SCANQ_BEAT_INTERVAL", 5),

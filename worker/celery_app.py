@@ -15,6 +15,9 @@ TRAIN_MODEL = "scanq.train_model"
 RECONCILE = "scanq.reconcile"
 RUN_SCHEDULE = "scanq.run_schedule"
 EXPLAIN_SCAN = "scanq.explain_scan"
+# After the soft limit the task ends its own process (worker.tasks); the hard limit is
+# the backstop for a hang that Python's signal handler cannot interrupt.
+HARD_LIMIT_GRACE_S = 60
 
 
 def create_celery(settings: Settings | None = None) -> Celery:
@@ -45,6 +48,13 @@ def create_celery(settings: Settings | None = None) -> Celery:
             RUN_SCHEDULE: {"queue": INFERENCE_QUEUE},
             EXPLAIN_SCAN: {"queue": INFERENCE_QUEUE},
             TRAIN_MODEL: {"queue": TRAINING_QUEUE},
+        },
+        task_annotations={
+            name: {
+                "soft_time_limit": settings.batch_time_limit,
+                "time_limit": settings.batch_time_limit + HARD_LIMIT_GRACE_S,
+            }
+            for name in (SCORE_BATCH, EXPLAIN_SCAN)  # a Grad-CAM reads a scan too
         },
         task_serializer="json",
         accept_content=["json"],

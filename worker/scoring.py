@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from celery.exceptions import SoftTimeLimitExceeded
 
 from models.preprocess import ImageError, load_for_model
 
@@ -141,8 +142,9 @@ def score(
 
 
 POISON_ERROR = (
-    "this file stopped the worker process while it was being scored; it was left out "
-    "so that the rest of its batch could be scored"
+    "this file stopped the worker process while it was being scored (a crash, or no "
+    "end within the batch time limit); it was left out so that the rest of its batch "
+    "could be scored"
 )
 
 
@@ -160,6 +162,8 @@ def score_one_by_one(
         before_each(ref)
         try:
             (row,), _stats = score([ref], ctx)
+        except SoftTimeLimitExceeded:  # a hang: the process ends (worker.tasks)
+            raise
         except Exception as exc:  # whatever this one file does, the others go on
             row = _row(ref, ctx) | {"error": f"scoring failed: {type(exc).__name__}: {exc}"[:2000]}
         after_each(row)

@@ -4,10 +4,12 @@ redelivered or re-queued task does no harm."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from datetime import datetime, timedelta
 
 from celery import current_app, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
@@ -31,6 +33,7 @@ from worker.celery_app import RECONCILE, SCORE_BATCH, TRAIN_MODEL
 log = logging.getLogger(__name__)
 # Deliveries of a batch that may die whole before it is scored one file at a time.
 ISOLATE_AFTER_ATTEMPTS = 2
+EXIT_TIMED_OUT = 75  # the worker process's exit status after a batch's time limit
 
 
 @shared_task(
@@ -42,8 +45,22 @@ ISOLATE_AFTER_ATTEMPTS = 2
 )
 def score_batch(batch_id: int) -> str:
     """Score one batch with one model call. A batch whose whole-batch attempts keep
-    dying (a file that crashes the decoder or the process), or that raises, is scored
-    one file at a time instead, so a poison file fails alone."""
+    dying (a file that crashes the decoder or the process, or hangs past the time
+    limit), or that raises, is scored one file at a time instead, so a poison file
+    fails alone."""
+    try:
+        return _score_batch(batch_id)
+    except SoftTimeLimitExceeded:
+        # A thread may still be stuck on the file; only a new process is clean. Dying
+        # here is the path of a crash: the batch goes back on the queue (reject on
+        # worker lost) and its next deliveries find the file that hangs.
+        log.error("batch %s ran past its time limit (SCANQ_BATCH_TIME_LIMIT); ending this "
+                  "worker process so that the batch is delivered again", batch_id)  # fmt: skip
+        logging.shutdown()
+        os._exit(EXIT_TIMED_OUT)
+
+
+def _score_batch(batch_id: int) -> str:
     from worker import runtime
     from worker.scoring import POISON_ERROR, ScanRef, ScoringContext, score
 
@@ -86,6 +103,8 @@ def score_batch(batch_id: int) -> str:
                 scored, timings = score(refs, ctx, batch_id, next_batch)
                 rows += scored
                 stats |= timings
+            except SoftTimeLimitExceeded:
+                raise
             except Exception:
                 log.exception("batch %s failed whole; scoring its files one by one", batch_id)
                 isolate = True

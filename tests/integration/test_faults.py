@@ -120,6 +120,67 @@ def test_a_file_that_crashed_the_worker_fails_alone(stack, shared_data):
         assert batch.probing_scan_id is None and batch.status == "done"
 
 
+def test_a_file_whose_read_never_ends_fails_alone(tmp_path_factory, shared_data):
+    """A stored scan that blocks its reader forever (a FIFO with no writer, as a stalled
+    network mount would): each delivery of its batch runs into the time limit and ends
+    its worker process, which puts the batch back on the queue; after two whole-batch
+    attempts it is scored file by file, the next timeout names the file, and the
+    delivery after that leaves it out. The other scans are scored once each."""
+    from dataclasses import replace
+
+    from db.jobs import IncomingScan, create_inference_job
+    from db.models import Scan
+    from db.registry import active_version
+    from scanq.embedded_redis import start_redis
+    from scanq.settings import load_settings
+    from tests.conftest import Stack, free_port
+    from web.storage import store_bytes
+    from worker.celery_app import SCORE_BATCH, create_celery
+    from worker.scoring import POISON_ERROR
+
+    # Its own Redis: the module's other stack has a worker on the shared one, with
+    # another database and the default time limit.
+    redis, redis_url = start_redis(tmp_path_factory.mktemp("hang-redis"), appendonly=False)
+    stack = Stack(tmp_path_factory.mktemp("hang"), redis_url, free_port(), None)
+    stack.env["SCANQ_BATCH_TIME_LIMIT"] = "15"
+    try:
+        stack.start()
+        scans = []
+        for p in sample_images(shared_data, "ct", "non_covid", 4):
+            digest, rel = store_bytes(stack.data_dir, p.read_bytes())
+            scans.append(IncomingScan(p.name, digest, rel, p.stat().st_size, 1, 1))
+        os.mkfifo(stack.data_dir / "scans" / "stalled")
+        scans.insert(1, IncomingScan("stalled.png", "f" * 64, "scans/stalled", 1000, 1, 1))
+        with session_scope(_db(stack)) as s:
+            job, (batch_id,) = create_inference_job(s, "ct", active_version(s, "ct").id, scans, 8)
+            job_id = job.id
+            stalled = s.scalar(select(Scan.id).where(Scan.job_id == job_id,
+                                                     Scan.filename == "stalled.png"))  # fmt: skip
+        celery = create_celery(replace(load_settings(), redis_url=redis_url))
+        celery.send_task(SCORE_BATCH, args=[batch_id])
+
+        job = stack.wait_job(job_id, timeout=300)
+        assert job["status"] == "succeeded" and (job["done"], job["failed"]) == (4, 1), job
+        items = stack.http.get(f"{stack.url}/api/v1/jobs/{job_id}/results").json()["items"]
+        bad = [i for i in items if i["status"] == "failed"]
+        assert [i["scan_id"] for i in bad] == [stalled] and bad[0]["error"] == POISON_ERROR
+        with session_scope(_db(stack)) as s:
+            batch = s.get(Batch, batch_id)
+            assert batch.attempts == 4 and batch.status == "done"
+            per_scan = s.execute(
+                select(Result.scan_id, func.count())
+                .where(Result.job_id == job_id)
+                .group_by(Result.scan_id)
+            ).all()
+        assert len(per_scan) == 5 and all(n == 1 for _scan, n in per_scan)
+        log = (stack.logs / "worker.log").read_text(errors="replace")
+        assert log.count("ran past its time limit") == 3, log[-4000:]
+    finally:
+        stack.stop()
+        redis.terminate()
+        redis.wait(30)
+
+
 def test_queued_work_survives_a_redis_restart(tmp_path_factory, shared_data):
     """Redis with its append-only file, restarted while a job's batches wait in it: the
     messages come back with it and the job finishes without any re-send from SQL."""

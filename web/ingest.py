@@ -23,14 +23,13 @@ from PIL import Image
 
 from db.jobs import IncomingScan
 from models.dicom import DicomError, is_dicom, read_dicom
+from models.preprocess import MAX_PIXELS, MIN_SIDE
 from web.storage import store_bytes
 
 # What zipfile raises on damaged archives (found by tests/unit/test_fuzz_inputs.py:
 # a mangled header gives ValueError "negative seek value", not BadZipFile).
 ZIP_ERRORS = (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, ValueError,
               EOFError, zlib.error)  # fmt: skip
-MAX_PIXELS = 100_000_000
-MIN_SIDE = 16
 ARCHIVE_SUFFIXES = {".zip"}
 IMAGE_FORMATS = {"PNG", "JPEG", "TIFF", "BMP", "GIF", "WEBP"}
 

@@ -1,4 +1,6 @@
+import base64
 import io
+import struct
 
 import numpy as np
 import pytest
@@ -68,3 +70,36 @@ def test_real_xray_loads(shared_data):
     arr = load_for_model(path, 96)
     assert arr.shape == (96, 96, 1)
     assert arr.std() > 5  # a real radiograph, not a blank frame
+
+
+def _bitmap_header(width: int, height: int) -> bytes:
+    """A 1-bit BMP's headers and palette without any pixel data: only a decoder that
+    reads pixels can tell it is truncated."""
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 1, 0, 0, 0, 0, 2, 0)
+    palette = b"\0\0\0\0\xff\xff\xff\0"
+    offset = 14 + len(info) + len(palette)
+    return b"BM" + struct.pack("<IHHI", offset, 0, 0, offset) + info + palette
+
+
+# Found by atheris: 73 bytes that declare 125,435,904 x 1 px and took 13 s to decode
+# before the size check refused them.
+FOUND_SLOW = base64.b64decode(
+    "QAAAAAAAegcBAAAAKgAIAAEAAAAAAAAAAEsDBDLiKgABAAAAAAAAQEtMAAAAAADi7mggSQACAOsKkJCQkJBtIEkBkJCQAgAAAA=="
+)
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (FOUND_SLOW, "image is 125435904x1 px; at least 16x16 is needed"),
+        (_bitmap_header(12_000, 9_000), "image is 12000x9000 px: over 100,000,000 pixels"),
+        (_bitmap_header(8, 4_000), "image is 8x4000 px; at least 16x16 is needed"),
+    ],
+    ids=["found-by-atheris", "over-the-pixel-limit", "too-narrow"],
+)
+def test_sizes_are_refused_from_the_header_before_any_pixel_is_decoded(payload, message):
+    # Had the pixels been decoded, the bitmaps without pixel data would have been
+    # refused as unreadable instead.
+    with pytest.raises(ImageError) as err:
+        decode_grayscale(payload)
+    assert str(err.value) == message

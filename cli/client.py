@@ -90,6 +90,15 @@ def expand_paths(paths: list[str]) -> Iterator[Path]:
             raise FileNotFoundError(f"no such file or folder: {raw}")
 
 
+def _root_cause(exc: BaseException) -> str:
+    """The innermost reason of a connection error ("Connection refused"), not urllib3's
+    whole chain of wrappers."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__
+    text = str(exc)
+    return text.split("] ", 1)[-1] if text.startswith("[Errno") else text or type(exc).__name__
+
+
 class Client:
     def __init__(self, base_url: str | None = None, timeout: float = 600, token: str | None = None):
         self.base = (base_url or default_url()).rstrip("/")
@@ -100,6 +109,20 @@ class Client:
         if token:
             self.http.headers["Authorization"] = f"Bearer {token}"
         self.timeout = timeout
+
+    def _send(self, method: str, path: str, **kw) -> requests.Response:
+        """One request; a server that cannot be reached is an ApiError that says where
+        the client looked, like any refusal, so every command reports it the same way."""
+        kw.setdefault("timeout", 60)
+        try:
+            resp = self.http.request(method, f"{self.base}{path}", **kw)
+        except requests.ConnectionError as exc:
+            reason = _root_cause(exc)
+            raise ApiError(f"cannot reach ScanQ at {self.base} ({reason}); is it running? "
+                           "Set SCANQ_URL or --url to where it is") from None  # fmt: skip
+        except requests.Timeout:
+            raise ApiError(f"ScanQ at {self.base} gave no answer in {kw['timeout']} s") from None
+        return self._check(resp)
 
     def _check(self, resp: requests.Response) -> requests.Response:
         if resp.status_code >= 400:
@@ -124,25 +147,23 @@ class Client:
         if skip_out_of_distribution:
             fields["skip_out_of_distribution"] = "true"
         body = StreamedMultipart(fields, files)
-        resp = self.http.post(f"{self.base}/api/v1/jobs", data=body, timeout=self.timeout,
-                              headers={"Content-Type": body.content_type})  # fmt: skip
-        return self._check(resp).json()
+        return self._send("POST", "/api/v1/jobs", data=body, timeout=self.timeout,
+                          headers={"Content-Type": body.content_type}).json()  # fmt: skip
 
     def train(self, fields: dict, archive: bytes | None) -> dict:
         files = {"dataset": ("dataset.zip", archive)} if archive is not None else None
-        resp = self.http.post(
-            f"{self.base}/api/v1/training-jobs", data=fields, files=files, timeout=self.timeout
-        )
-        return self._check(resp).json()
+        return self._send(
+            "POST", "/api/v1/training-jobs", data=fields, files=files, timeout=self.timeout
+        ).json()
 
     def get(self, path: str, **params) -> requests.Response:
-        return self._check(self.http.get(f"{self.base}{path}", params=params, timeout=60))
+        return self._send("GET", path, params=params)
 
     def post(self, path: str) -> dict:
-        return self._check(self.http.post(f"{self.base}{path}", timeout=60)).json()
+        return self._send("POST", path).json()
 
     def delete(self, path: str) -> None:
-        self._check(self.http.delete(f"{self.base}{path}", timeout=60))
+        self._send("DELETE", path)
 
     def job(self, job_id: str) -> dict:
         return self.get(f"/api/v1/jobs/{job_id}").json()

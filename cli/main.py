@@ -18,7 +18,18 @@ from scanq.settings import get_settings
 url_option = click.option("--url", default=None, help="ScanQ web URL (default $SCANQ_URL or local)")
 
 
-@click.group()
+class _Commands(click.Group):
+    """Every command reports the API's refusals and an unreachable server the same way:
+    one line on stderr and exit status 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ApiError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Commands)
 def cli() -> None:
     """ScanQ: batch COVID-19 screening of chest X-rays and CT slices (research use only)."""
 
@@ -163,7 +174,7 @@ def submit(paths, modality, model_version, skip_out_of_distribution, wait, quiet
     client = Client(url)
     try:
         job = client.submit(files, modality, model_version, skip_out_of_distribution)
-    except (ApiError, OSError) as exc:
+    except OSError as exc:  # a file that went away or became unreadable while sent
         raise click.ClickException(str(exc)) from None
     click.echo(job["id"])
     if wait:
@@ -178,10 +189,7 @@ def submit(paths, modality, model_version, skip_out_of_distribution, wait, quiet
 @url_option
 def status(job_id, url) -> None:
     """Print a job's status as JSON."""
-    try:
-        click.echo(json.dumps(Client(url).job(job_id), indent=2))
-    except ApiError as exc:
-        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(Client(url).job(job_id), indent=2))
 
 
 @cli.command()
@@ -197,24 +205,21 @@ def status(job_id, url) -> None:
 def results(job_id, csv_path, url) -> None:
     """Fetch a job's results: CSV to a file, or JSON lines to stdout."""
     client = Client(url)
-    try:
-        if csv_path:
-            body = client.get(f"/api/v1/jobs/{job_id}/results.csv").text
-            if csv_path == "-":
-                click.echo(body, nl=False)
-            else:
-                Path(csv_path).write_text(body)
-                click.echo(f"wrote {csv_path}", err=True)
-            return
-        click.echo(f"# {DISCLAIMER}", err=True)
-        path = f"/api/v1/jobs/{job_id}/results?limit=1000"
-        while path:
-            page = client.get(path).json()
-            for item in page["items"]:
-                click.echo(json.dumps(item))
-            path = page["next"]
-    except ApiError as exc:
-        raise click.ClickException(str(exc)) from None
+    if csv_path:
+        body = client.get(f"/api/v1/jobs/{job_id}/results.csv").text
+        if csv_path == "-":
+            click.echo(body, nl=False)
+        else:
+            Path(csv_path).write_text(body)
+            click.echo(f"wrote {csv_path}", err=True)
+        return
+    click.echo(f"# {DISCLAIMER}", err=True)
+    path = f"/api/v1/jobs/{job_id}/results?limit=1000"
+    while path:
+        page = client.get(path).json()
+        for item in page["items"]:
+            click.echo(json.dumps(item))
+        path = page["next"]
 
 
 @cli.command()
@@ -267,10 +272,7 @@ def train(modality, data, server_path, backbone, recipe, equalize, probe_pool, e
     else:
         archive = Path(data).read_bytes()
     client = Client(url)
-    try:
-        job = client.train(fields, archive)
-    except (ApiError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
+    job = client.train(fields, archive)
     for item in job["dataset"]["rejected"]:
         click.echo(f"skipped {item['filename']}: {item['error']}", err=True)
     d = job["dataset"]
@@ -299,10 +301,7 @@ def models() -> None:
 @models.command("list")
 @url_option
 def models_list(url) -> None:
-    try:
-        items = Client(url).get("/api/v1/models").json()["items"]
-    except ApiError as exc:
-        raise click.ClickException(str(exc)) from None
+    items = Client(url).get("/api/v1/models").json()["items"]
     for v in items:
         mark = "*" if v["active"] else " "
         click.echo(
@@ -315,10 +314,7 @@ def models_list(url) -> None:
 @click.argument("version_id", type=int)
 @url_option
 def models_activate(version_id, url) -> None:
-    try:
-        v = Client(url).post(f"/api/v1/models/{version_id}/activate")
-    except ApiError as exc:
-        raise click.ClickException(str(exc)) from None
+    v = Client(url).post(f"/api/v1/models/{version_id}/activate")
     click.echo(f"model version {v['id']} is now active for {v['modality']}")
 
 
@@ -327,10 +323,7 @@ def models_activate(version_id, url) -> None:
 @url_option
 def models_delete(version_id, url) -> None:
     """Delete a version that is not active and never scored a job."""
-    try:
-        Client(url).delete(f"/api/v1/models/{version_id}")
-    except ApiError as exc:
-        raise click.ClickException(str(exc)) from None
+    Client(url).delete(f"/api/v1/models/{version_id}")
     click.echo(f"model version {version_id} deleted")
 
 

@@ -1,0 +1,36 @@
+"""Every `scanq` command that talks to the server says so in one line when the server
+cannot be reached, instead of a traceback."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from cli.main import cli
+from tests.conftest import free_port
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["status", "0" * 32],
+        ["results", "0" * 32],
+        ["models", "list"],
+        ["models", "activate", "1"],
+        ["submit", "README.md", "--modality", "ct"],
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
+def test_an_unreachable_server_is_one_clear_line(args, tmp_path, monkeypatch):
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("SCANQ_TOKEN", "sq_test")
+    if args[0] == "submit":
+        scan = tmp_path / "scan.png"
+        scan.write_bytes(b"\x89PNG\r\n\x1a\n")
+        args = ["submit", str(scan), *args[2:]]
+    result = CliRunner().invoke(cli, [*args, "--url", url])
+    assert result.exit_code == 1, result.output
+    assert f"Error: cannot reach ScanQ at {url} (Connection refused); is it running?" in (
+        result.output
+    )
+    assert result.exception is None or isinstance(result.exception, SystemExit)

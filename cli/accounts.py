@@ -6,10 +6,18 @@ from __future__ import annotations
 import sys
 
 import click
-from sqlalchemy import func, select, update
 
-from db.accounts import AccountError, audit, create_token, ensure_user, get_user
-from db.models import ApiToken, User
+from db.accounts import (
+    AccountError,
+    audit,
+    create_token,
+    ensure_user,
+    get_user,
+    revoke_token,
+    revoke_user_tokens,
+    token_rows,
+    user_rows,
+)
 from db.session import session_scope
 from scanq.settings import get_settings
 
@@ -40,16 +48,12 @@ def token_create(name: str, admin: bool, label: str) -> None:
 def token_list(name: str | None) -> None:
     """Tokens (never their values): user, label, made, last used (to the hour), state."""
     with _session() as session:
-        query = select(ApiToken, User.name).join(User, User.id == ApiToken.user_id)
-        if name is not None:
-            if get_user(session, name) is None:
-                raise click.ClickException(f"no user {name}")
-            query = query.where(User.name == name)
-        rows = [
-            (str(t.id), owner, t.label or "-", _when(t.created_at), _when(t.last_used_at),
-             "revoked" if t.revoked else "active")
-            for t, owner in session.execute(query.order_by(ApiToken.id))
-        ]  # fmt: skip
+        tokens = _checked(lambda: token_rows(session, name))
+    rows = [
+        (str(t.id), t.user, t.label or "-", _when(t.created_at), _when(t.last_used_at),
+         "revoked" if t.revoked else "active")
+        for t in tokens
+    ]  # fmt: skip
     _table(("id", "user", "label", "created", "last used", "state"), rows)
 
 
@@ -62,21 +66,10 @@ def token_revoke(name: str | None, token_id: int | None) -> None:
         raise click.UsageError("give either --user or --id")
     with _session() as session:
         if token_id is not None:
-            found = session.get(ApiToken, token_id)
-            if found is None:
-                raise click.ClickException(f"no token {token_id}")
-            found.revoked = True
-            owner = session.get(User, found.user_id).name
-            audit(session, None, "revoke_token", f"user:{owner}", {"token": token_id})
+            owner = _checked(lambda: revoke_token(session, token_id, by=None))
             click.echo(f"revoked token {token_id} of {owner}", err=True)
             return
-        user = get_user(session, name)
-        if user is None:
-            raise click.ClickException(f"no user {name}")
-        n = session.execute(
-            update(ApiToken).where(ApiToken.user_id == user.id).values(revoked=True)
-        ).rowcount
-        audit(session, None, "revoke_tokens", f"user:{name}", {"tokens": n})
+        n = _checked(lambda: revoke_user_tokens(session, name, by=None))
     click.echo(f"revoked {n} token(s) of {name}", err=True)
 
 
@@ -108,16 +101,11 @@ def user_password(name: str, admin: bool) -> None:
 def user_list() -> None:
     """Users, their roles, whether they can log in, and their live tokens."""
     with _session() as session:
-        users = session.scalars(select(User).order_by(User.name)).all()
-        live = dict(session.execute(
-            select(ApiToken.user_id, func.count()).where(ApiToken.revoked.is_(False))
-            .group_by(ApiToken.user_id)
-        ).all())  # fmt: skip
-        rows = [
-            (u.name, u.role, "yes" if u.password_hash else "no", str(live.get(u.id, 0)),
-             _when(u.created_at))
-            for u in users
-        ]  # fmt: skip
+        users = user_rows(session)
+    rows = [
+        (u.name, u.role, "yes" if u.can_log_in else "no", str(u.live_tokens), _when(u.created_at))
+        for u in users
+    ]
     _table(("user", "role", "password", "live tokens", "created"), rows)
 
 

@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -99,6 +99,74 @@ def touch_token(session: Session, token_id: int, now: datetime | None = None) ->
         update(ApiToken).where(ApiToken.id == token_id, stale).values(last_used_at=now)
     )
     return done.rowcount == 1
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    """A token as an admin sees it: never its value."""
+
+    id: int
+    user: str
+    label: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked: bool
+
+
+@dataclass(frozen=True)
+class UserRow:
+    name: str
+    role: str
+    can_log_in: bool
+    live_tokens: int
+    created_at: datetime
+
+
+def token_rows(session: Session, user_name: str | None = None) -> list[TokenRow]:
+    query = select(ApiToken, User.name).join(User, User.id == ApiToken.user_id)
+    if user_name is not None:
+        if get_user(session, user_name) is None:
+            raise AccountError(f"no user {user_name}")
+        query = query.where(User.name == user_name)
+    return [
+        TokenRow(t.id, owner, t.label, t.created_at, t.last_used_at, t.revoked)
+        for t, owner in session.execute(query.order_by(ApiToken.id))
+    ]
+
+
+def user_rows(session: Session) -> list[UserRow]:
+    live = dict(session.execute(
+        select(ApiToken.user_id, func.count()).where(ApiToken.revoked.is_(False))
+        .group_by(ApiToken.user_id)
+    ).all())  # fmt: skip
+    return [
+        UserRow(u.name, u.role, bool(u.password_hash), live.get(u.id, 0), u.created_at)
+        for u in session.scalars(select(User).order_by(User.name))
+    ]
+
+
+def revoke_token(session: Session, token_id: int, by: str | None) -> str:
+    """Revoke one token; returns its user's name. Audited as done `by` (None: the
+    server's command line)."""
+    token = session.get(ApiToken, token_id)
+    if token is None:
+        raise AccountError(f"no token {token_id}")
+    token.revoked = True
+    owner = session.get(User, token.user_id).name
+    audit(session, by, "revoke_token", f"user:{owner}", {"token": token_id})
+    return owner
+
+
+def revoke_user_tokens(session: Session, name: str, by: str | None) -> int:
+    """Revoke every token of a user; returns how many there were."""
+    user = get_user(session, name)
+    if user is None:
+        raise AccountError(f"no user {name}")
+    n = session.execute(
+        update(ApiToken).where(ApiToken.user_id == user.id).values(revoked=True)
+    ).rowcount
+    audit(session, by, "revoke_tokens", f"user:{name}", {"tokens": n})
+    return n
 
 
 def check_password(session: Session, name: str, password: str) -> User | None:

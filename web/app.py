@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     celery_init_app(app)
     # api_* and pages_* add their routes to api.bp and pages.bp when imported.
-    from web import api, api_results, api_schedules, pages, pages_review  # noqa: F401
+    from web import api, api_results, api_schedules, pages, pages_accounts, pages_review  # noqa: F401
     from web.auth import init_auth
 
     init_auth(app)  # cookie flags, CSRF, and who is asking, before any route

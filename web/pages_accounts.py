@@ -1,0 +1,74 @@
+"""The admins' Users page: every user and token (never a token's value), when each token
+was last used, a button to revoke one, and a form that makes a token and shows it once.
+The same functions serve `scanq user list` and `scanq token ...` (db.accounts)."""
+
+from __future__ import annotations
+
+from flask import abort, redirect, render_template, request, url_for
+
+from db.accounts import (
+    AccountError,
+    audit,
+    create_token,
+    ensure_user,
+    get_user,
+    revoke_token,
+    token_rows,
+    user_rows,
+)
+from web.auth import current_user
+from web.pages import bp
+from web.services import db_session
+
+ROLES_OFFERED = ("user", "admin")
+
+
+def _users_page(error: str | None = None, status: int = 200, **shown):
+    if not current_user().is_admin:
+        abort(403)
+    with db_session() as session:
+        users, tokens = user_rows(session), token_rows(session)
+    page = render_template("users.html", users=users, tokens=tokens, error=error,
+                           roles=ROLES_OFFERED, form=request.form, **shown)  # fmt: skip
+    return page, status
+
+
+@bp.get("/users")
+def users_page():
+    revoked = request.args.get("revoked", type=int)
+    return _users_page(revoked=revoked)
+
+
+@bp.post("/users/tokens")
+def token_create_form():
+    """A token for a user (made if missing, with the chosen role); shown once, here."""
+    if not current_user().is_admin:
+        abort(403)
+    name = request.form.get("user", "").strip()
+    role = request.form.get("role", "user")
+    label = request.form.get("label", "").strip()
+    if role not in ROLES_OFFERED:
+        return _users_page(f"role must be one of {', '.join(ROLES_OFFERED)}", 400)
+    try:
+        with db_session() as session:
+            existing = get_user(session, name)
+            user = ensure_user(session, name, role)
+            user.role = role
+            value = create_token(session, user, label)
+            audit(session, current_user().name, "create_token", f"user:{name}",
+                  {"role": role, "label": label, "new_user": existing is None})  # fmt: skip
+    except AccountError as exc:
+        return _users_page(str(exc), 400)
+    return _users_page(new_token=value, new_token_user=name, status=201)
+
+
+@bp.post("/users/tokens/<int:token_id>/revoke")
+def token_revoke_form(token_id: int):
+    if not current_user().is_admin:
+        abort(403)
+    try:
+        with db_session() as session:
+            revoke_token(session, token_id, by=current_user().name)
+    except AccountError:
+        abort(404)
+    return redirect(url_for("pages.users_page", revoked=token_id), 303)

@@ -142,3 +142,23 @@ def test_schedule_created_paused_and_deleted_from_the_pages(stack, page):
     page.click("#delete")
     page.wait_for_url("**/schedules")
     assert "weekly xray" not in page.inner_text("#schedules")
+
+
+def test_users_page_makes_a_token_and_revokes_it(stack, page, tmp_path):
+    """The admin's forms, with the session cookie and the page's CSRF token."""
+    page.goto(stack.url + "/users")
+    assert DISCLAIMER in page.inner_text("#disclaimer")
+    page.fill("#token-form input[name=user]", "hank")
+    page.fill("#token-form input[name=label]", "reading room")
+    page.click("#token-submit")
+    value = page.inner_text("#new-token-value").strip()
+    hank = stack.session(value)
+    assert hank.get(f"{stack.url}/api/v1/jobs").status_code == 200
+
+    row = page.locator("#tokens tr", has_text="reading room")
+    assert "never" in row.inner_text()  # this page was rendered before its first use
+    row.locator("button.revoke").click()
+    page.wait_for_selector("#revoked")
+    assert "revoked" in page.locator("#tokens tr", has_text="reading room").inner_text()
+    assert hank.get(f"{stack.url}/api/v1/jobs").status_code == 401
+    page.screenshot(path=str(tmp_path / "users.png"), full_page=True)

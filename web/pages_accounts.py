@@ -41,17 +41,19 @@ def users_page():
 
 @bp.post("/users/tokens")
 def token_create_form():
-    """A token for a user (made if missing, with the chosen role); shown once, here."""
+    """A token for a user (made if missing), shown once, here. The role is changed only
+    when one is chosen: a token for an existing admin keeps them an admin."""
     if not current_user().is_admin:
         abort(403)
     name = request.form.get("user", "").strip()
-    role = request.form.get("role", "user")
+    chosen = request.form.get("role", "")
     label = request.form.get("label", "").strip()
-    if role not in ROLES_OFFERED:
+    if chosen and chosen not in ROLES_OFFERED:
         return _users_page(f"role must be one of {', '.join(ROLES_OFFERED)}", 400)
     try:
         with db_session() as session:
             existing = get_user(session, name)
+            role = chosen or (existing.role if existing else "user")
             user = ensure_user(session, name, role)
             user.role = role
             value = create_token(session, user, label)

@@ -52,6 +52,11 @@ def test_bad_requests_on_the_users_page(client, app):
     assert bad_name.status_code == 400 and "user names are" in bad_name.get_data(True)
     assert client.post("/users/tokens/999999/revoke").status_code == 404
 
+    # A token for an existing admin, with the role left as it is, keeps them an admin.
+    kept = client.post("/users/tokens", data={"user": "tester", "role": "", "label": "2nd"})
+    assert kept.status_code == 201
+    assert client.get("/users").status_code == 200  # still an admin
+
     with session_scope(_db(app)) as s:
         plain = create_token(s, ensure_user(s, "gina"))
     gina = app.test_client()

@@ -10,9 +10,9 @@ import click
 from db.accounts import (
     AccountError,
     audit,
-    create_token,
     ensure_user,
     get_user,
+    issue_token,
     revoke_token,
     revoke_user_tokens,
     token_rows,
@@ -34,12 +34,8 @@ def token() -> None:
 def token_create(name: str, admin: bool, label: str) -> None:
     """Print a new token for a user, once; only its hash is stored."""
     with _session() as session:
-        existing = get_user(session, name)
-        role = "admin" if admin else (existing.role if existing else "user")
-        user = _checked(lambda: ensure_user(session, name, role))
-        user.role = role
-        value = create_token(session, user, label)
-        audit(session, None, "create_token", f"user:{name}", {"role": role, "label": label})
+        value = _checked(lambda: issue_token(session, name, "admin" if admin else None,
+                                             label, by=None))  # fmt: skip
     click.echo(value)
 
 

@@ -62,6 +62,20 @@ def create_token(session: Session, user: User, label: str = "") -> str:
     return token
 
 
+def issue_token(session: Session, name: str, role: str | None, label: str, by: str | None) -> str:
+    """A new token for `name`, made a user if missing. The role changes only when one is
+    given (a new user without one is a plain user), so a token for an existing admin
+    keeps them an admin. Audited as done `by` (None: the server's command line)."""
+    existing = get_user(session, name)
+    role = role or (existing.role if existing else "user")
+    user = ensure_user(session, name, role)
+    user.role = role
+    value = create_token(session, user, label)
+    audit(session, by, "create_token", f"user:{name}",
+          {"role": role, "label": label, "new_user": existing is None})  # fmt: skip
+    return value
+
+
 @dataclass(frozen=True)
 class TokenMatch:
     user: User

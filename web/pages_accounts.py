@@ -6,16 +6,7 @@ from __future__ import annotations
 
 from flask import abort, redirect, render_template, request, url_for
 
-from db.accounts import (
-    AccountError,
-    audit,
-    create_token,
-    ensure_user,
-    get_user,
-    revoke_token,
-    token_rows,
-    user_rows,
-)
+from db.accounts import AccountError, issue_token, revoke_token, token_rows, user_rows
 from web.auth import current_user
 from web.pages import bp
 from web.services import db_session
@@ -52,13 +43,7 @@ def token_create_form():
         return _users_page(f"role must be one of {', '.join(ROLES_OFFERED)}", 400)
     try:
         with db_session() as session:
-            existing = get_user(session, name)
-            role = chosen or (existing.role if existing else "user")
-            user = ensure_user(session, name, role)
-            user.role = role
-            value = create_token(session, user, label)
-            audit(session, current_user().name, "create_token", f"user:{name}",
-                  {"role": role, "label": label, "new_user": existing is None})  # fmt: skip
+            value = issue_token(session, name, chosen or None, label, by=current_user().name)
     except AccountError as exc:
         return _users_page(str(exc), 400)
     return _users_page(new_token=value, new_token_user=name, status=201)

@@ -9,9 +9,9 @@ A retrained challenger usually splits the champion's own base data anew, so many
 held-back patients were in the champion's training or validation set, and a champion
 scored on images it was fitted to looks better than it is. Every version therefore
 records what it saw (`seen.json`: hashes of its training and validation images' bytes,
-patient ids and near-duplicate groups), and the two are compared on the held-back patients the
-champion never saw. Only when too few of those remain is the comparison made on all of
-them, favouring the champion, and the report says so.
+patient ids and near-duplicate groups), and the two are compared on the held-back
+patients the champion never saw. Only when too few of those remain is the comparison
+made on all of them, favouring the champion, and the report says so.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def comparison_set(
     unseen = unseen_by(champion_folder, held_out) if champion_folder else None
     if unseen is None:
         return held_out, {**note, "compared_on": "all held-back patients"}
-    note["unseen_by_champion"] = {"patients": len(set(split_groups(unseen))) if unseen else 0,
+    note["unseen_by_champion"] = {"patients": len(set(split_groups(unseen))),
                                   "images": len(unseen)}  # fmt: skip
     labels = {ex.label for ex in unseen}
     if note["unseen_by_champion"]["patients"] >= MIN_UNSEEN_PATIENTS and len(labels) == 2:

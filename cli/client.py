@@ -93,8 +93,11 @@ def expand_paths(paths: list[str]) -> Iterator[Path]:
 def _root_cause(exc: BaseException) -> str:
     """The innermost reason of a connection error ("Connection refused"), not urllib3's
     whole chain of wrappers."""
-    while exc.__cause__ is not None or exc.__context__ is not None:
-        exc = exc.__cause__ or exc.__context__
+    for _ in range(20):  # a chain can loop back on itself
+        inner = exc.__cause__ or exc.__context__
+        if inner is None:
+            break
+        exc = inner
     text = str(exc)
     return text.split("] ", 1)[-1] if text.startswith("[Errno") else text or type(exc).__name__
 

@@ -19,14 +19,22 @@ url_option = click.option("--url", default=None, help="ScanQ web URL (default $S
 
 
 class _Commands(click.Group):
-    """Every command reports the API's refusals and an unreachable server the same way:
-    one line on stderr and exit status 1, never a traceback."""
+    """Every command reports the API's refusals, an unreachable server and a database it
+    cannot use the same way: one line on stderr and exit status 1, never a traceback."""
 
     def invoke(self, ctx: click.Context):
+        from sqlalchemy.exc import OperationalError
+
         try:
             return super().invoke(ctx)
         except ApiError as exc:
             raise click.ClickException(str(exc)) from None
+        except OperationalError as exc:  # the commands that work on the database itself
+            url = get_settings().database_url
+            raise click.ClickException(
+                f"database {url.split('@')[-1]}: {exc.orig}. Is SCANQ_DATA_DIR (or "
+                "DATABASE_URL) that of the running stack, and is it migrated (scanq migrate)?"
+            ) from None
 
 
 @click.group(cls=_Commands)

@@ -34,3 +34,22 @@ def test_an_unreachable_server_is_one_clear_line(args, tmp_path, monkeypatch):
         result.output
     )
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize("args", [["token", "list"], ["user", "list"]], ids=" ".join)
+def test_a_database_never_migrated_is_one_clear_line(args, tmp_path, monkeypatch):
+    """The accounts commands work on the database itself: pointed at the wrong data
+    dir they say so, instead of a traceback."""
+    from scanq.settings import get_settings
+
+    monkeypatch.setenv("SCANQ_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli, args)
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1, result.output
+    assert "no such table" in result.output and "(scanq migrate)?" in result.output
+    assert str(tmp_path) in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

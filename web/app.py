@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify, request
-from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -66,13 +65,25 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.errorhandler(OperationalError)
     def _database_unavailable(exc: OperationalError):
         """The server restarting, unreachable or (SQLite) locked is a state to wait out,
-        not a fault of the request: 503 with Retry-After, so clients try again."""
-        logging.getLogger(__name__).warning("database unavailable: %s", exc.orig)
-        message = "the database is unavailable for the moment; try again shortly"
+        not a fault of the request: 503 with Retry-After, so clients try again. A schema
+        that `scanq migrate` has not brought up to date is named as such, for the
+        operator, instead of reading as an outage."""
+        from db.migrate import schema_problem
+
+        try:
+            problem = schema_problem(settings.database_url)
+        except OperationalError:
+            problem = None
+        if problem:
+            logging.getLogger(__name__).error("%s (%s)", problem, exc.orig)
+            code, message = "database_schema", problem
+        else:
+            logging.getLogger(__name__).warning("database unavailable: %s", exc.orig)
+            code = "database_unavailable"
+            message = "the database is unavailable for the moment; try again shortly"
         headers = {"Retry-After": str(DATABASE_RETRY_AFTER_S)}
         if request.path.startswith("/api/"):
-            body = jsonify(error={"code": "database_unavailable", "message": message})
-            return body, 503, headers
+            return jsonify(error={"code": code, "message": message}), 503, headers
         return message, 503, {**headers, "Content-Type": "text/plain; charset=utf-8"}
 
     @app.get("/healthz")
@@ -80,11 +91,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         checks = {"web": "ok"}
         status = 200
         try:
-            from db.session import get_engine
+            from db.migrate import schema_problem
 
-            with get_engine(settings.database_url).connect() as conn:
-                conn.execute(text("SELECT 1"))
-            checks["database"] = "ok"
+            checks["database"] = schema_problem(settings.database_url) or "ok"
+            if checks["database"] != "ok":
+                status = 503
         except Exception as exc:
             checks["database"] = f"error: {type(exc).__name__}"
             status = 503

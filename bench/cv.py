@@ -62,6 +62,20 @@ SETTINGS = {
         "input_size": 288,
         "probe_pool": "avg_std",
     },
+    # The same backbone at two sizes, the second resized inside the model.
+    "probe_352_288_std": {
+        "recipe": "probe",
+        "equalize": True,
+        "input_size": 352,
+        "probe_pool": "avg_std",
+        "probe_scales": (288,),
+    },
+    "probe_256_288": {
+        "recipe": "probe",
+        "equalize": True,
+        "input_size": 256,
+        "probe_scales": (288,),
+    },
     # Larger ImageNet networks of the same family (models.efficientnet_lite).
     "probe_lite1_256": {
         "recipe": "probe",

@@ -246,6 +246,8 @@ def results(job_id, csv_path, url) -> None:
 @click.option("--equalize", is_flag=True, help="histogram equalisation inside the model")
 @click.option("--probe-pool", type=click.Choice(PROBE_POOLS), default="avg",
               show_default=True, help="probe features: means, or means and spreads")  # fmt: skip
+@click.option("--probe-scales", default=None,
+              help="further sizes the probe also pools at, comma-separated (e.g. 288)")  # fmt: skip
 @click.option("--epochs", type=int, default=None, help="head-only epochs (default 30)")
 @click.option("--finetune-epochs", type=int, default=None, help="fine-tuning epochs (default 15)")
 @click.option("--input-size", type=int, default=None, help="pixels (default: the backbone's)")
@@ -254,7 +256,7 @@ def results(job_id, csv_path, url) -> None:
 @click.option("--activate", is_flag=True, help="make the new version active when it is done")
 @click.option("--wait", is_flag=True, help="show progress until the run ends")
 @url_option
-def train(modality, data, server_path, backbone, recipe, equalize, probe_pool, epochs,
+def train(modality, data, server_path, backbone, recipe, equalize, probe_pool, probe_scales, epochs,
           finetune_epochs, input_size, seed, no_pretrained, activate, wait,
           url) -> None:  # fmt: skip
     """Train a model version on a labelled set, on the training queue; prints the job id."""
@@ -264,7 +266,8 @@ def train(modality, data, server_path, backbone, recipe, equalize, probe_pool, e
               "recipe": recipe, "equalize": str(equalize).lower(),
               "probe_pool": probe_pool}  # fmt: skip
     for name, value in (("epochs", epochs), ("finetune_epochs", finetune_epochs),
-                        ("input_size", input_size), ("seed", seed)):  # fmt: skip
+                        ("input_size", input_size), ("seed", seed),
+                        ("probe_scales", probe_scales)):  # fmt: skip
         if value is not None:
             fields[name] = str(value)
     if no_pretrained:

@@ -188,25 +188,29 @@ def _resolve_weights(backbone: str, size: int, weights: str | Path | None) -> st
     return str(found) if found else None
 
 
-def _stem(inp, spec: Backbone, equalize: bool, augment: bool, hflip: bool, crop: float = 0.0):
+def _stem(
+    inp, spec: Backbone, equalize: bool, augment: bool, hflip: bool, crop: float = 0.0,
+    tag: str = "",
+):  # fmt: skip
     """Grey 0..255 in, the backbone's RGB input out: optional border crop,
     equalisation and augmentation, then the backbone's own scaling as plain layers.
 
     `crop` drops that fraction of the image at each edge and scales the rest back up:
     the 224 px X-ray probe put about half of its Grad-CAM mass in the outer 10% of the
-    image (bench/gradcam.py), where labels, markers and collimation edges differ by source."""
+    image (bench/gradcam.py), where labels, markers and collimation edges differ by source.
+    `tag` suffixes the layer names, for a second stem in the same model (probe scales)."""
     from keras import layers
 
     x = inp
     if crop:
         size = int(inp.shape[1])
         edge = round(size * crop)
-        x = layers.Cropping2D(((edge, edge), (edge, edge)), name="border_crop")(x)
-        x = layers.Resizing(size, size, name="border_crop_resize")(x)
+        x = layers.Cropping2D(((edge, edge), (edge, edge)), name="border_crop" + tag)(x)
+        x = layers.Resizing(size, size, name="border_crop_resize" + tag)(x)
     if equalize:
         from models.layers import HistogramEqualization
 
-        x = HistogramEqualization(name="equalize")(x)
+        x = HistogramEqualization(name="equalize" + tag)(x)
     if augment:
         # Small geometric and photometric jitter. Left-right flips only when asked: the
         # anatomy is not symmetric, so their worth is a measured choice (bench/cv.py).
@@ -217,9 +221,9 @@ def _stem(inp, spec: Backbone, equalize: bool, augment: bool, hflip: bool, crop:
         x = layers.RandomZoom((-0.1, 0.1), fill_mode="constant")(x)
         x = layers.RandomBrightness(0.1, value_range=(0, 255))(x)
         x = layers.RandomContrast(0.15, value_range=(0, 255))(x)
-    x = layers.Concatenate(name="grey_to_rgb")([x, x, x])
+    x = layers.Concatenate(name="grey_to_rgb" + tag)([x, x, x])
     sc = spec.scaling
-    x = layers.Rescaling(sc["scale"], sc["offset"], name="scale")(x)
+    x = layers.Rescaling(sc["scale"], sc["offset"], name="scale" + tag)(x)
     if "mean" in sc:
         x = layers.Normalization(
             mean=list(sc["mean"]), variance=[s * s for s in sc["std"]], name="normalize"
@@ -274,35 +278,48 @@ PROBE_POOLS = ("avg", "avg_std")
 def build_probe_features(
     backbone: str, input_size: int | None = None, weights: str | Path | None = "auto",
     equalize: bool = False, crop: float = 0.0, taps: tuple[str, ...] = (), pool: str = "avg",
+    scales: tuple[int, ...] = (),
 ):  # fmt: skip
     """Grey image -> pooled activations of several depths of a frozen backbone,
     concatenated (`taps`, else the backbone's `probe_layers`, else its last layer):
     their spatial means, and with `pool="avg_std"` their spatial standard deviations
     after them. Returns (model, pretrained). A linear head on these is the "probe"
-    recipe of `models.train`."""
+    recipe of `models.train`.
+
+    `scales` are further sizes at which the same backbone (one set of weights) sees the
+    image, resized inside the model; their pooled features follow those of the input
+    size. Lesions and textures span different numbers of pixels from scan to scan, and
+    a frozen ImageNet network responds to a fixed range of them."""
     import keras
     from keras import layers
 
+    if pool not in PROBE_POOLS:
+        raise ValueError(f"unknown probe pooling {pool!r}; choose from {PROBE_POOLS}")
     spec = _spec(backbone)
     size = input_size or spec.default_size
+    sizes = (size, *scales)
+    if len(set(sizes)) != len(sizes) or min(sizes) < 32:
+        raise ValueError(f"probe scales must differ from each other and the input size: {sizes}")
     weight_arg = _resolve_weights(backbone, size, weights)
     inp = keras.Input((size, size, 1), name="image")
-    x = _stem(inp, spec, equalize, augment=False, hflip=False, crop=crop)
-    net = _feature_extractor(backbone, size, weight_arg)
+    # One backbone for every scale: built for any size when it has to serve several.
+    net = _feature_extractor(backbone, None if scales else size, weight_arg)
     names = taps or spec.probe_layers or (net.layers[-1].name,)
     tapped = keras.Model(net.input, [net.get_layer(n).output for n in names], name="backbone")
     tapped.trainable = False
-    outs = tapped(x, training=False)
-    outs = outs if isinstance(outs, list | tuple) else [outs]
-    if pool not in PROBE_POOLS:
-        raise ValueError(f"unknown probe pooling {pool!r}; choose from {PROBE_POOLS}")
-    pooled = [
-        layers.GlobalAveragePooling2D(name=f"pool_{n}")(o) for n, o in zip(names, outs, strict=True)
-    ]
-    if pool == "avg_std":
-        from models.layers import GlobalStdPooling2D
+    means, spreads = [], []
+    for s in sizes:
+        tag = "" if s == size else f"_{s}"  # the input size's layers keep their plain names
+        x = inp if s == size else layers.Resizing(s, s, antialias=True, name=f"resize{tag}")(inp)
+        outs = tapped(_stem(x, spec, equalize, False, False, crop, tag), training=False)
+        outs = outs if isinstance(outs, list | tuple) else [outs]
+        for n, o in zip(names, outs, strict=True):
+            means.append(layers.GlobalAveragePooling2D(name=f"pool{tag}_{n}")(o))
+            if pool == "avg_std":
+                from models.layers import GlobalStdPooling2D
 
-        pooled += [GlobalStdPooling2D(name=f"std_{n}")(o) for n, o in zip(names, outs, strict=True)]
+                spreads.append(GlobalStdPooling2D(name=f"std{tag}_{n}")(o))
+    pooled = means + spreads
     x = pooled[0] if len(pooled) == 1 else layers.Concatenate(name="probe_features")(pooled)
     return keras.Model(inp, x, name=f"probe_{backbone}_{size}"), weight_arg is not None
 

@@ -45,6 +45,7 @@ def fit_probe(
         crop=cfg.crop,
         taps=tuple(cfg.probe_layers),
         pool=cfg.probe_pool,
+        scales=tuple(cfg.probe_scales),
     )
     f_train = features.predict(x_train, batch_size=32, verbose=0)
     f_val = features.predict(x_val, batch_size=32, verbose=0)

@@ -63,6 +63,8 @@ class TrainConfig:
     probe_c: float = 0.0  # the probe's inverse L2 strength; 0 chooses it on validation
     probe_layers: tuple[str, ...] = ()  # layers the probe pools; () = the backbone's own
     probe_pool: str = "avg"  # "avg_std" adds each depth's spatial spread (models.layers)
+    # Further sizes the probe's backbone also sees the image at (models.backbones).
+    probe_scales: tuple[int, ...] = ()
     extra: dict = field(default_factory=dict)
 
 
@@ -468,6 +470,10 @@ def render_card(card: dict) -> str:
     ) + (render_ood_section(card["ood"]) if card.get("ood") else "")
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(",") if part.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--modality", required=True, choices=["xray", "ct"])
@@ -479,6 +485,8 @@ def main(argv: list[str] | None = None) -> int:
                  "patience", "seed", "recipe", "probe_c", "probe_pool"):  # fmt: skip
         value = getattr(defaults, name)
         ap.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+    ap.add_argument("--probe-scales", type=_sizes, default=(),
+                    help="further sizes the probe also pools at, e.g. 288,320")  # fmt: skip
     ap.add_argument("--hflip", action="store_true", help="left-right flip augmentation")
     ap.add_argument("--equalize", action="store_true", help="histogram equalisation in the model")
     ap.add_argument("--cv-report", help="bench/cv.py output whose figures go into the card")

@@ -63,9 +63,38 @@ def parse_training_request(form: Mapping[str, str]) -> tuple[str, dict, bool]:
     if pool not in PROBE_POOLS:
         raise ApiError(400, "bad_probe_pool", f"probe_pool must be one of {', '.join(PROBE_POOLS)}")
     config["probe_pool"] = pool
+    config["probe_scales"] = _probe_scales(form, config)
     config["hflip"] = boolean_field(form, "hflip")
     config["equalize"] = boolean_field(form, "equalize")
     return modality, config, boolean_field(form, "activate")
+
+
+MAX_PROBE_SCALES = 3
+
+
+def _probe_scales(form: Mapping[str, str], config: dict) -> list[int]:
+    """`probe_scales`: comma-separated further sizes for the probe's backbone, each
+    within input_size's bounds and different from the others and the input size."""
+    raw = (form.get("probe_scales") or "").strip()
+    if not raw:
+        return []
+    _kind, _default, lo, hi = OPTIONS["input_size"]
+    message = (
+        f"probe_scales must be up to {MAX_PROBE_SCALES} comma-separated sizes from {lo:g} to "
+        f"{hi:g} px, each different from input_size and from each other"
+    )
+    try:
+        scales = [int(part) for part in raw.split(",")]
+    except ValueError:
+        raise ApiError(400, "bad_probe_scales", message) from None
+    sizes = [config["input_size"], *scales]
+    if len(scales) > MAX_PROBE_SCALES or len(set(sizes)) != len(sizes):
+        raise ApiError(400, "bad_probe_scales", message)
+    if not all(lo <= s <= hi for s in scales):
+        raise ApiError(400, "bad_probe_scales", message)
+    if config["recipe"] != "probe":
+        raise ApiError(400, "bad_probe_scales", "probe_scales apply to recipe=probe only")
+    return scales
 
 
 def _dataset(archive: bytes | None, data_path: str | None, modality: str) -> tuple[Dataset, str]:

@@ -65,3 +65,41 @@ def test_probe_run_on_real_slices_saves_what_it_scored(shared_data, tmp_path):
     np.testing.assert_allclose(
         np.asarray(again(x)), np.asarray(result.model(x)), rtol=1e-5, atol=1e-6
     )
+
+
+def test_probe_scales_add_the_same_backbone_at_another_size(shared_data, tmp_path):
+    """With `scales`, the input size's features are exactly those of the plain probe,
+    the extra size's follow them, and the model saves, reloads and can be explained."""
+    import keras
+
+    import models.layers  # noqa: F401 - the saved model holds HistogramEqualization
+    from models.backbones import build_probe_features
+    from models.gradcam import explainer
+
+    x = load_arrays(load_examples(shared_data, "ct")[:4], 64)
+    plain, _ = build_probe_features("efficientnet_lite0", 64, "auto", equalize=True)
+    both, pretrained = build_probe_features(
+        "efficientnet_lite0", 64, "auto", equalize=True, scales=(96,)
+    )
+    assert pretrained
+    f_plain, f_both = np.asarray(plain(x)), np.asarray(both(x))
+    n = f_plain.shape[1]
+    assert f_both.shape == (4, 2 * n)
+    np.testing.assert_allclose(f_both[:, :n], f_plain, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(f_both[:, n:], f_plain, atol=1e-3)  # another view, not a copy
+
+    model = attach_linear_head(both, f_both.mean(0), f_both.var(0) + 1, np.ones(2 * n) / n, 0.0)
+    model.save(tmp_path / "m.keras")
+    again = keras.models.load_model(tmp_path / "m.keras", compile=False)
+    np.testing.assert_allclose(np.asarray(again(x)), np.asarray(model(x)), rtol=1e-5, atol=1e-6)
+    prob, cam = explainer(again)(x[0])
+    assert 0.0 <= prob <= 1.0 and cam.shape[0] > 1 and cam.max() <= 1.0
+
+
+def test_probe_scales_must_differ():
+    import pytest
+
+    from models.backbones import build_probe_features
+
+    with pytest.raises(ValueError, match="must differ"):
+        build_probe_features("smallcnn", 64, None, scales=(64,))

@@ -3,44 +3,62 @@
 The map is taken at the deepest pooled feature map of the model (the input of its last
 GlobalAveragePooling2D layer: the backbone's final activations for fine-tuned models,
 the deepest of the probe's pooled depths for probes), weighted by the gradient of the
-model's output with respect to it (Selvaraju et al., 2017). It is computed in the worker
+model's output with respect to it (Selvaraju et al., 2017); for a probe that sees the
+image at several sizes, at each size's, summed. It is computed in the worker
 on request, not for every scored image: it needs a backward pass per image.
 """
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from PIL import Image
 
 
-def _target_layer(model):
-    """The pooling layer over the coarsest (deepest) feature map."""
+def _target_layers(model) -> list:
+    """The pooling layer over the coarsest (deepest) feature map of each size the model
+    sees the image at: one for most models, one per size for a probe with `scales`
+    (models.backbones names those layers `pool_<size>_<layer>`)."""
     import keras
 
     pools = [ly for ly in model.layers if isinstance(ly, keras.layers.GlobalAveragePooling2D)]
     if not pools:
         raise ValueError("the model has no pooled feature map to explain")
-    return min(pools, key=lambda layer: int(np.prod(layer.input.shape[1:3])))
+    branches: dict[str, list] = {}
+    for layer in pools:
+        tag = re.match(r"pool_(\d+)_", layer.name)
+        branches.setdefault(tag.group(1) if tag else "", []).append(layer)
+    return [
+        min(layers, key=lambda layer: int(np.prod(layer.input.shape[1:3])))
+        for layers in branches.values()
+    ]
 
 
 def explainer(model):
-    """A function image (S, S, 1) float32 0..255 -> (probability, map (h, w) in 0..1)."""
+    """A function image (S, S, 1) float32 0..255 -> (probability, map (h, w) in 0..1).
+    With several sizes, each size's weighted map is brought to the finest grid and
+    their sum is the map: the score depends on all of them."""
     import keras
     import tensorflow as tf
 
-    layer = _target_layer(model)
-    grad_model = keras.Model(model.inputs, [layer.input, model.outputs[0]])
+    targets = _target_layers(model)
+    grad_model = keras.Model(model.inputs, [[t.input for t in targets], model.outputs[0]])
     size, edge = int(model.input_shape[1]), _border_crop(model)
 
     def explain(image: np.ndarray) -> tuple[float, np.ndarray]:
         x = tf.convert_to_tensor(image[None].astype(np.float32))
         with tf.GradientTape() as tape:
-            fmap, prob = grad_model(x, training=False)
+            fmaps, prob = grad_model(x, training=False)
             target = tf.reduce_sum(tf.cast(prob, tf.float32))
-        grads = tape.gradient(target, fmap)
-        fmap = tf.cast(fmap, tf.float32)[0].numpy()
-        weights = tf.reduce_mean(tf.cast(grads, tf.float32), axis=(1, 2))[0].numpy()
-        cam = np.maximum(fmap @ weights, 0.0)
+        grads = tape.gradient(target, fmaps)
+        cams = []
+        for fmap, grad in zip(fmaps, grads, strict=True):
+            weights = tf.reduce_mean(tf.cast(grad, tf.float32), axis=(1, 2))[0].numpy()
+            cams.append(tf.cast(fmap, tf.float32)[0].numpy() @ weights)
+        h, w = max(c.shape for c in cams)
+        cam = sum(_resized(c, h, w) for c in cams)
+        cam = np.maximum(cam, 0.0)
         top = float(cam.max())
         cam = cam / top if top > 0 else cam
         if edge:  # the map covers only the middle the model kept: put it back there
@@ -48,6 +66,13 @@ def explainer(model):
         return float(np.asarray(prob).reshape(-1)[0]), cam
 
     return explain
+
+
+def _resized(cam: np.ndarray, h: int, w: int) -> np.ndarray:
+    if cam.shape == (h, w):
+        return cam
+    image = Image.fromarray(cam.astype(np.float32), mode="F")
+    return np.asarray(image.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
 def _border_crop(model) -> int:

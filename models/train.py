@@ -435,7 +435,7 @@ def render_card(card: dict) -> str:
     return "\n".join(
         [
             f"# ScanQ model card: {card['modality']} / {card['backbone']}"
-            f" @ {card['input_size']} px",
+            f" @ {card['input_size']} px" + _also_at(card["config"].get("probe_scales")),
             "",
             "Research software, not a diagnostic device. Do not use these scores for the",
             "care of a patient.",
@@ -468,6 +468,10 @@ def render_card(card: dict) -> str:
             "",
         ]
     ) + (render_ood_section(card["ood"]) if card.get("ood") else "")
+
+
+def _also_at(scales) -> str:
+    return f" (and {', '.join(str(s) for s in scales)} px)" if scales else ""
 
 
 def _sizes(text: str) -> tuple[int, ...]:

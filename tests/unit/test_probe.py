@@ -2,6 +2,7 @@
 real run on CT slices saves a model that reloads to the same predictions."""
 
 import numpy as np
+import pytest
 
 from models.backbones import attach_linear_head
 from models.dataset import load_examples
@@ -74,7 +75,7 @@ def test_probe_scales_add_the_same_backbone_at_another_size(shared_data, tmp_pat
 
     import models.layers  # noqa: F401 - the saved model holds HistogramEqualization
     from models.backbones import build_probe_features
-    from models.gradcam import explainer
+    from models.gradcam import _target_layers, explainer
 
     x = load_arrays(load_examples(shared_data, "ct")[:4], 64)
     plain, _ = build_probe_features("efficientnet_lite0", 64, "auto", equalize=True)
@@ -92,13 +93,15 @@ def test_probe_scales_add_the_same_backbone_at_another_size(shared_data, tmp_pat
     model.save(tmp_path / "m.keras")
     again = keras.models.load_model(tmp_path / "m.keras", compile=False)
     np.testing.assert_allclose(np.asarray(again(x)), np.asarray(model(x)), rtol=1e-5, atol=1e-6)
+    # Grad-CAM sums the coarsest map of each size, on the finer (96 px) grid
+    names = sorted(layer.name for layer in _target_layers(again))
+    assert len(names) == 2 and names[0].startswith("pool_96_") and not names[1][5].isdigit()
     prob, cam = explainer(again)(x[0])
-    assert 0.0 <= prob <= 1.0 and cam.shape[0] > 1 and cam.max() <= 1.0
+    assert prob == pytest.approx(float(np.asarray(model(x[:1]))[0, 0]), abs=1e-5)
+    assert cam.shape == (3, 3) and cam.max() == pytest.approx(1.0)
 
 
 def test_probe_scales_must_differ():
-    import pytest
-
     from models.backbones import build_probe_features
 
     with pytest.raises(ValueError, match="must differ"):

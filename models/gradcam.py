@@ -1,64 +1,71 @@
-"""Grad-CAM: which regions drove a score.
+"""Class activation maps: which regions drove a score.
 
-The map is taken at the deepest pooled feature map of the model (the input of its last
-GlobalAveragePooling2D layer: the backbone's final activations for fine-tuned models,
-the deepest of the probe's pooled depths for probes), weighted by the gradient of the
-model's output with respect to it (Selvaraju et al., 2017); for a probe that sees the
-image at several sizes, at each size's, summed. It is computed in the worker
-on request, not for every scored image: it needs a backward pass per image.
+A probe's score is a linear function of pooled feature maps: each depth's spatial mean
+and, for some models, its spatial spread, at each size the model sees the image at.
+Both pools split exactly over positions (a mean is the sum of A(i,j)/hw; a spread is
+the sum of (A(i,j) - mean)^2 / (hw * spread)), so the map gives each position its share
+of the score: the pooled features' gradients (the head's weights, through the final
+sigmoid) times those per-position terms, summed over channels, depths and sizes on
+the finest grid. For a fine-tuned model, one average-pooled map feeding a dense head,
+this is Grad-CAM (Selvaraju et al., 2017) of its last feature map. Taking the gradient
+at the pooled features rather than at each feature map counts a deep layer's effect
+once, not again through every depth that is pooled after it. It is computed in the
+worker on request, not for every scored image: it needs a backward pass per image.
 """
 
 from __future__ import annotations
-
-import re
 
 import numpy as np
 from PIL import Image
 
 
-def _target_layers(model) -> list:
-    """The pooling layer over the coarsest (deepest) feature map of each size the model
-    sees the image at: one for most models, one per size for a probe with `scales`
-    (models.backbones names those layers `pool_<size>_<layer>`)."""
+def _target_layers(model) -> list[tuple]:
+    """(average pooling layer, the spread pooling layer of the same map or None) for
+    every pooled feature map of the model. models.backbones names a map's pools
+    `pool<tag>_<layer>` and `std<tag>_<layer>`; a fine-tuned model has one, "pool"."""
     import keras
 
     pools = [ly for ly in model.layers if isinstance(ly, keras.layers.GlobalAveragePooling2D)]
     if not pools:
         raise ValueError("the model has no pooled feature map to explain")
-    branches: dict[str, list] = {}
-    for layer in pools:
-        tag = re.match(r"pool_(\d+)_", layer.name)
-        branches.setdefault(tag.group(1) if tag else "", []).append(layer)
-    return [
-        min(layers, key=lambda layer: int(np.prod(layer.input.shape[1:3])))
-        for layers in branches.values()
-    ]
+    names = {layer.name for layer in model.layers}
+    twin = lambda name: "std" + name.removeprefix("pool")  # noqa: E731
+    return [(p, model.get_layer(twin(p.name)) if twin(p.name) in names else None) for p in pools]
 
 
 def explainer(model):
-    """A function image (S, S, 1) float32 0..255 -> (probability, map (h, w) in 0..1).
-    With several sizes, each size's weighted map is brought to the finest grid and
-    their sum is the map: the score depends on all of them."""
+    """A function image (S, S, 1) float32 0..255 -> (probability, map (h, w) in 0..1)."""
     import keras
     import tensorflow as tf
 
     targets = _target_layers(model)
-    grad_model = keras.Model(model.inputs, [[t.input for t in targets], model.outputs[0]])
+    spread = [i for i, (_avg, std) in enumerate(targets) if std is not None]
+    grad_model = keras.Model(
+        model.inputs,
+        [
+            [avg.input for avg, _std in targets],
+            [avg.output for avg, _std in targets],
+            [targets[i][1].output for i in spread],
+            model.outputs[0],
+        ],
+    )
     size, edge = int(model.input_shape[1]), _border_crop(model)
 
     def explain(image: np.ndarray) -> tuple[float, np.ndarray]:
         x = tf.convert_to_tensor(image[None].astype(np.float32))
         with tf.GradientTape() as tape:
-            fmaps, prob = grad_model(x, training=False)
+            fmaps, means, spreads, prob = grad_model(x, training=False)
             target = tf.reduce_sum(tf.cast(prob, tf.float32))
-        grads = tape.gradient(target, fmaps)
+        g_means, g_spreads = tape.gradient(target, [means, spreads])
+        as_np = lambda t: tf.cast(t, tf.float32)[0].numpy()  # noqa: E731
         cams = []
-        for fmap, grad in zip(fmaps, grads, strict=True):
-            weights = tf.reduce_mean(tf.cast(grad, tf.float32), axis=(1, 2))[0].numpy()
-            cams.append(tf.cast(fmap, tf.float32)[0].numpy() @ weights)
+        for j, fmap in enumerate(fmaps):
+            k = spread.index(j) if j in spread else None
+            extra = () if k is None else (as_np(spreads[k]), as_np(g_spreads[k]))
+            cams.append(position_shares(as_np(fmap), as_np(g_means[j]), *extra))
         h, w = max(c.shape for c in cams)
-        cam = sum(_resized(c, h, w) for c in cams)
-        cam = np.maximum(cam, 0.0)
+        # each map as a density on the finest grid: its total (its share of the score) kept
+        cam = np.maximum(sum(_resized(c, h, w) * (c.size / (h * w)) for c in cams), 0.0)
         top = float(cam.max())
         cam = cam / top if top > 0 else cam
         if edge:  # the map covers only the middle the model kept: put it back there
@@ -66,6 +73,23 @@ def explainer(model):
         return float(np.asarray(prob).reshape(-1)[0]), cam
 
     return explain
+
+
+def position_shares(
+    fmap: np.ndarray,
+    g_mean: np.ndarray,
+    spread: np.ndarray | None = None,
+    g_spread: np.ndarray | None = None,
+) -> np.ndarray:
+    """(h, w) shares of `g_mean . mean(fmap)` (+ `g_spread . spread`, with `spread` the
+    pooled spread as the model computed it) that sum to it: what each position of the
+    (h, w, channels) map adds to the score through its pools."""
+    area = fmap.shape[0] * fmap.shape[1]
+    shares = fmap @ g_mean / area
+    if spread is not None:
+        dev2 = np.square(fmap - fmap.mean(axis=(0, 1)))
+        shares = shares + dev2 @ (g_spread / spread) / area
+    return shares
 
 
 def _resized(cam: np.ndarray, h: int, w: int) -> np.ndarray:

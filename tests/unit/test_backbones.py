@@ -64,3 +64,37 @@ def test_a_cropped_models_heat_map_lands_on_the_middle_it_saw():
     assert frame[:16].max() == 0 and frame[:, :16].max() == 0 and frame[48:].max() == 0
     peak = np.unravel_index(np.argmax(frame), frame.shape)
     assert 16 <= peak[0] < 24 and 16 <= peak[1] < 24
+
+
+def test_position_shares_split_the_pooled_score_exactly():
+    """What the heat map gives each position adds up to what the pooled features give
+    the score, for the spatial mean and for the spread (models.layers)."""
+    from models.gradcam import position_shares
+
+    rng = np.random.default_rng(1)
+    fmap = rng.gamma(2.0, 1.0, (7, 5, 12)).astype(np.float64)
+    g_mean, g_spread = rng.normal(size=12), rng.normal(size=12)
+    spread = np.sqrt(fmap.var(axis=(0, 1)) + 1e-6)  # as GlobalStdPooling2D computes it
+    shares = position_shares(fmap, g_mean, spread, g_spread)
+    assert shares.shape == (7, 5)
+    expected = g_mean @ fmap.mean(axis=(0, 1)) + g_spread @ spread
+    assert shares.sum() == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_heat_map_of_a_probe_lands_where_its_features_are():
+    """A probe whose score rises with bright patches: the map of an image with one
+    bright patch peaks on that patch, with every depth and spread pooled."""
+    from models.backbones import attach_linear_head, build_probe_features
+    from models.gradcam import explainer
+
+    features, _ = build_probe_features("smallcnn", 64, None, pool="avg_std")
+    n = int(features.output.shape[1])
+    image = np.full((64, 64, 1), 40.0, np.float32)
+    image[40:56, 8:24] = 250.0  # lower left
+    plain = np.full((1, 64, 64, 1), 40.0, np.float32)
+    coef = np.asarray(features(image[None]))[0] - np.asarray(features(plain))[0]
+    model = attach_linear_head(features, np.zeros(n), np.ones(n), coef, 0.0)
+    _prob, cam = explainer(model)(image)
+    h, w = cam.shape
+    peak = np.unravel_index(np.argmax(cam), cam.shape)
+    assert peak[0] >= h // 2 and peak[1] < w // 2, (peak, cam.round(2))

@@ -226,7 +226,7 @@ def _stem(
     x = layers.Rescaling(sc["scale"], sc["offset"], name="scale" + tag)(x)
     if "mean" in sc:
         x = layers.Normalization(
-            mean=list(sc["mean"]), variance=[s * s for s in sc["std"]], name="normalize"
+            mean=list(sc["mean"]), variance=[s * s for s in sc["std"]], name="normalize" + tag
         )(x)
     return x
 

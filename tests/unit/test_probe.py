@@ -105,6 +105,18 @@ def plain_head(features):
     return attach_linear_head(features, np.zeros(n), np.ones(n), np.ones(n), 0.0)
 
 
+@pytest.mark.parametrize("backbone", ["densenet121", "mobilenetv2"])
+def test_probe_scales_build_for_keras_applications(backbone):
+    """Stems that normalise by ImageNet mean and spread (DenseNet) or only rescale
+    (MobileNetV2), with a border crop, at two sizes: every layer name stays unique."""
+    from models.backbones import build_probe_features
+
+    model, _ = build_probe_features(backbone, 64, None, crop=0.1, scales=(96,))
+    plain, _ = build_probe_features(backbone, 64, None, crop=0.1)
+    out = np.asarray(model(np.full((1, 64, 64, 1), 128.0, np.float32)))
+    assert out.shape == (1, 2 * int(plain.output.shape[1]))
+
+
 def test_probe_scales_must_differ():
     from models.backbones import build_probe_features
 

@@ -5,8 +5,9 @@ cross-validation on the development data (three folds, the same splits), fine-tu
 Lite0 reached CT AUC 0.785-0.814, and a logistic regression on its pooled activations
 from several depths 0.818 (224 px) and 0.850 (288 px); see the README and bench/cv.py.
 So the shipped models keep the backbone frozen, pool five depths (the CT model their
-spatial spread as well as their mean), standardise, and fit an L2-regularised,
-class-balanced logistic regression whose strength is chosen on the validation patients.
+spatial spread as well as their mean, at two sizes of the slice), standardise, and fit
+an L2-regularised, class-balanced logistic regression whose strength is chosen on the
+validation patients.
 The fitted scaler and weights become two Keras layers, so the saved model is one
 ordinary file.
 """

@@ -196,8 +196,9 @@ def _stem(
     equalisation and augmentation, then the backbone's own scaling as plain layers.
 
     `crop` drops that fraction of the image at each edge and scales the rest back up:
-    the 224 px X-ray probe put about half of its Grad-CAM mass in the outer 10% of the
-    image (bench/gradcam.py), where labels, markers and collimation edges differ by source.
+    the 224 px X-ray probe's one-depth Grad-CAM put about half its mass in the outer 10%
+    of the image (bench/gradcam.py), where labels, markers and collimation edges differ
+    by source.
     `tag` suffixes the layer names, for a second stem in the same model (probe scales)."""
     from keras import layers
 
@@ -299,7 +300,10 @@ def build_probe_features(
     size = input_size or spec.default_size
     sizes = (size, *scales)
     if len(set(sizes)) != len(sizes) or min(sizes) < 32:
-        raise ValueError(f"probe scales must differ from each other and the input size: {sizes}")
+        raise ValueError(
+            f"probe scales must be at least 32 px and differ from each other and the input "
+            f"size: {sizes}"
+        )
     weight_arg = _resolve_weights(backbone, size, weights)
     inp = keras.Input((size, size, 1), name="image")
     # One backbone for every scale: built for any size when it has to serve several.

@@ -120,5 +120,5 @@ def test_probe_scales_build_for_keras_applications(backbone):
 def test_probe_scales_must_differ():
     from models.backbones import build_probe_features
 
-    with pytest.raises(ValueError, match="must differ"):
+    with pytest.raises(ValueError, match="differ from each other"):
         build_probe_features("smallcnn", 64, None, scales=(64,))

@@ -2,14 +2,16 @@
 
 For each model measured: (a) the raw batched throughput of the model file the worker
 loads (`predict_on_batch` on preprocessed arrays, in a loop, one call at a time; and
-again with as many calls in flight as the worker keeps, models.batching), then (b) a bulk job of N
-real chest X-rays through the real stack (`scanq up` in a temporary data dir: private
-Redis, Celery worker, gunicorn), from the start of the HTTP upload to the job's last
-stored result, (c) where the time went (upload and store, queueing, decode and resize,
-model, result writes, from the batch rows the worker writes), and (d) the latency of the
-status endpoint while the job runs. A warm-up job loads the model in the worker first.
+again with as many calls in flight as the worker keeps, models.batching), then (b) a
+bulk job of N real scans (X-rays, or CT slices with `--modality ct`) through the real
+stack (`scanq up` in a temporary data dir: private Redis, Celery worker, gunicorn),
+from the start of the HTTP upload to the job's last stored result, (c) where the time
+went (upload and store, queueing, decode and resize, model, result writes, from the
+batch rows the worker writes), and (d) the latency of the status endpoint while the
+job runs. A warm-up job loads the model in the worker first.
 
     python -m bench.throughput                 # the shipped X-ray model
+    python -m bench.throughput --modality ct   # the shipped CT model
     python -m bench.throughput --backbones efficientnet_lite0,mobilenetv2,resnet50
 
 This machine's speed drifts by 10-20% within a minute, so the raw speed is measured
@@ -42,9 +44,9 @@ from bench.stack import DEFAULT_DATA, OUT, LocalStack
 from cli.client import FINAL_STATUSES
 
 
-def bench_version(stack: LocalStack, backbone: str) -> tuple[int, Path, str]:
+def bench_version(stack: LocalStack, backbone: str, modality: str) -> tuple[int, Path, str]:
     """An untrained model of `backbone` registered in the stack (speed does not depend
-    on the weights); `active` takes the stack's active X-ray model."""
+    on the weights); `active` takes the stack's active model for `modality`."""
     from db.registry import active_version, register_version
     from db.session import session_scope
     from scanq.settings import load_settings
@@ -52,7 +54,7 @@ def bench_version(stack: LocalStack, backbone: str) -> tuple[int, Path, str]:
     settings = load_settings()
     with session_scope(stack.database_url) as session:
         if backbone == "active":
-            v = active_version(session, "xray")
+            v = active_version(session, modality)
             path = _with_settings(settings, stack).version_dir(v.path) / "model.keras"
             return v.id, path, v.backbone
     from models.backbones import BACKBONES, build_classifier
@@ -62,7 +64,7 @@ def bench_version(stack: LocalStack, backbone: str) -> tuple[int, Path, str]:
     rel = f"model_versions/bench-{backbone}"
     (stack.data_dir / rel).mkdir(parents=True, exist_ok=True)
     model.save(stack.data_dir / rel / "model.keras")
-    card = {"modality": "xray", "backbone": backbone, "input_size": size, "threshold": 0.5}
+    card = {"modality": modality, "backbone": backbone, "input_size": size, "threshold": 0.5}
     with session_scope(stack.database_url) as session:
         version_id = register_version(session, card, rel).id
     return version_id, stack.data_dir / rel / "model.keras", backbone
@@ -184,12 +186,12 @@ def stage_times(database_url: str, job_id: str) -> dict:
 
 
 def measure(stack: LocalStack, backbone: str, images: list[Path], n: int, batch_size: int,
-            raw_seconds: float, repeats: int = 1) -> dict:  # fmt: skip
+            raw_seconds: float, repeats: int = 1, modality: str = "xray") -> dict:  # fmt: skip
     from models.batching import call_plan
     from scanq.settings import load_settings
     from worker.runtime import configure_tensorflow
 
-    version_id, model_file, backbone = bench_version(stack, backbone)
+    version_id, model_file, backbone = bench_version(stack, backbone, modality)
     # The raw loops use the call shape the worker picks for this backbone and device:
     # one call at a time (the ceiling as the issue defines it), and as many at once as
     # the worker keeps in flight (the model at its best here).
@@ -204,13 +206,13 @@ def measure(stack: LocalStack, backbone: str, images: list[Path], n: int, batch_
         return one, many, size
 
     raw_before, streams_before, size = raws()
-    warm, _s, _u = stack.submit(images[:batch_size], version_id)
+    warm, _s, _u = stack.submit(images[:batch_size], version_id, modality)
     assert stack.wait(warm)["status"] == "succeeded", f"warm-up failed: {stack.data_dir}"
     files = [images[i % len(images)] for i in range(n)]
     runs = []
     for _ in range(repeats):
         cpu_before = cpu_seconds(stack)
-        job_id, start, upload_s = stack.submit(files, version_id)
+        job_id, start, upload_s = stack.submit(files, version_id, modality)
         probe = StatusProbe(f"{stack.url}/api/v1/jobs/{job_id}", stack.session)
         probe.start()
         probe.join()
@@ -238,6 +240,7 @@ def measure(stack: LocalStack, backbone: str, images: list[Path], n: int, batch_
     pipeline = scored / elapsed
     lat = np.asarray(probe.latencies)
     return {
+        "modality": modality,
         "backbone": backbone,
         "input_size": size,
         "batch_size": batch_size,
@@ -297,14 +300,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("SCANQ_SHARED_DATA", str(DEFAULT_DATA)))
     ap.add_argument("--n", type=int, default=500, help="images in the measured job")
+    ap.add_argument("--modality", default="xray", choices=("xray", "ct"))
     ap.add_argument("--backbones", default="active", help="comma list; 'active' = shipped model")
     ap.add_argument("--batch-size", type=int, default=32, help="images per queued task")
     ap.add_argument("--raw-seconds", type=float, default=10.0, help="each raw measurement")
     ap.add_argument("--repeats", type=int, default=3, help="jobs per model, each between raws")
     args = ap.parse_args()
-    images = sorted((Path(args.data) / "xray" / "dev").rglob("*.png"))
+    images = sorted((Path(args.data) / args.modality / "dev").rglob("*.png"))
     if not images:
-        raise SystemExit(f"no images under {args.data}/xray/dev")
+        raise SystemExit(f"no images under {args.data}/{args.modality}/dev")
     OUT.mkdir(parents=True, exist_ok=True)
     results = []
     with (
@@ -313,7 +317,7 @@ def main() -> None:
     ):
         for backbone in args.backbones.split(","):
             r = measure(stack, backbone.strip(), images, args.n, args.batch_size,
-                        args.raw_seconds, args.repeats)  # fmt: skip
+                        args.raw_seconds, args.repeats, args.modality)  # fmt: skip
             results.append(r)
             print(json.dumps(r), flush=True)
     report = {"machine": {"cpus": os.cpu_count()}, "results": results}

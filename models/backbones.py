@@ -311,6 +311,8 @@ def build_probe_features(
     names = taps or spec.probe_layers or (net.layers[-1].name,)
     tapped = keras.Model(net.input, [net.get_layer(n).output for n in names], name="backbone")
     tapped.trainable = False
+    from models.layers import GlobalStdPooling2D
+
     means, spreads = [], []
     for s in sizes:
         tag = "" if s == size else f"_{s}"  # the input size's layers keep their plain names
@@ -320,8 +322,6 @@ def build_probe_features(
         for n, o in zip(names, outs, strict=True):
             means.append(layers.GlobalAveragePooling2D(name=f"pool{tag}_{n}")(o))
             if pool == "avg_std":
-                from models.layers import GlobalStdPooling2D
-
                 spreads.append(GlobalStdPooling2D(name=f"std{tag}_{n}")(o))
     pooled = means + spreads
     x = pooled[0] if len(pooled) == 1 else layers.Concatenate(name="probe_features")(pooled)

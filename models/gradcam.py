@@ -40,6 +40,7 @@ def explainer(model):
 
     targets = _target_layers(model)
     spread = [i for i, (_avg, std) in enumerate(targets) if std is not None]
+    spread_at = {j: k for k, j in enumerate(spread)}  # map j -> its spread output k
     grad_model = keras.Model(
         model.inputs,
         [
@@ -60,7 +61,7 @@ def explainer(model):
         as_np = lambda t: tf.cast(t, tf.float32)[0].numpy()  # noqa: E731
         cams = []
         for j, fmap in enumerate(fmaps):
-            k = spread.index(j) if j in spread else None
+            k = spread_at.get(j)
             extra = () if k is None else (as_np(spreads[k]), as_np(g_spreads[k]))
             cams.append(position_shares(as_np(fmap), as_np(g_means[j]), *extra))
         h, w = max(c.shape for c in cams)

@@ -88,9 +88,8 @@ def _probe_scales(form: Mapping[str, str], config: dict) -> list[int]:
     except ValueError:
         raise ApiError(400, "bad_probe_scales", message) from None
     sizes = [config["input_size"], *scales]
-    if len(scales) > MAX_PROBE_SCALES or len(set(sizes)) != len(sizes):
-        raise ApiError(400, "bad_probe_scales", message)
-    if not all(lo <= s <= hi for s in scales):
+    fits = all(lo <= s <= hi for s in scales) and len(set(sizes)) == len(sizes)
+    if len(scales) > MAX_PROBE_SCALES or not fits:
         raise ApiError(400, "bad_probe_scales", message)
     if config["recipe"] != "probe":
         raise ApiError(400, "bad_probe_scales", "probe_scales apply to recipe=probe only")

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 TRAINING_FIELDS = ("modality", "backbone", "recipe", "equalize", "hflip", "weights",
                    "epochs", "finetune_epochs", "batch_size", "learning_rate",
                    "finetune_learning_rate", "dropout", "patience", "target_sensitivity",
-                   "seed", "probe_c", "input_size")  # fmt: skip
+                   "seed", "probe_c", "input_size", "probe_pool", "probe_scales",
+                   "probe_imagenet_view")  # fmt: skip
 
 
 def _text(values: Mapping, name: str) -> str:
@@ -73,6 +74,8 @@ def parse_schedule(values: Mapping, current: Schedule | None = None) -> dict:
 def _as_form(s: Schedule) -> dict:
     """A stored schedule as the fields that made it (so an edit can change one)."""
     out = {k: v for k, v in (s.config or {}).items() if k in TRAINING_FIELDS}
+    if out.get("probe_scales") is not None:  # stored as a list, asked for as "288,320"
+        out["probe_scales"] = ",".join(str(size) for size in out["probe_scales"])
     out |= {
         "modality": s.modality,
         "name": s.name,

@@ -41,6 +41,18 @@ def test_schedule_crud_validation_and_pause(client, app, tmp_path):
     assert resumed.status_code == 303
     assert client.get(f"/api/v1/schedules/{sid}").json["enabled"] is True
     assert client.get(f"/api/v1/schedules/{sid}/runs").json["items"] == []
+    # the shipped recipes' probe settings are kept, and survive an edit of another field
+    probe = {"modality": "ct", "interval_seconds": 86400, "recipe": "probe", "equalize": True,
+             "input_size": 352, "probe_pool": "avg_std", "probe_scales": "288",
+             "probe_imagenet_view": 224}  # fmt: skip
+    made = client.post("/api/v1/schedules", json=probe)
+    assert made.status_code == 201, made.json
+    again = client.patch(f"/api/v1/schedules/{made.json['id']}", json={"margin": 0.01}).json
+    for config in (made.json["config"], again["config"]):
+        assert (config["probe_pool"], config["probe_scales"]) == ("avg_std", [288])
+        assert config["probe_imagenet_view"] == 224 and config["input_size"] == 352
+    bad = client.post("/api/v1/schedules", json={**probe, "probe_scales": "352"})
+    assert bad.json["error"]["code"] == "bad_probe_scales"
     assert client.delete(f"/api/v1/schedules/{sid}").status_code == 204
     assert client.get(f"/api/v1/schedules/{sid}").status_code == 404
     assert client.patch(f"/api/v1/schedules/{sid}", json={}).status_code == 404

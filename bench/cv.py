@@ -70,6 +70,30 @@ SETTINGS = {
         "probe_pool": "avg_std",
         "probe_scales": (288,),
     },
+    # The probe fitted on the training patients alone, as before the refit on training
+    # + validation became the default (models.probe): the same two shipped recipes.
+    "probe_256_fit_train": {
+        "recipe": "probe",
+        "equalize": True,
+        "input_size": 256,
+        "probe_refit": False,
+    },
+    "probe_352_288_std_fit_train": {
+        "recipe": "probe",
+        "equalize": True,
+        "input_size": 352,
+        "probe_pool": "avg_std",
+        "probe_scales": (288,),
+        "probe_refit": False,
+    },
+    # An unequalised, ImageNet-scaled look at 224 px through the same weights, beside
+    # the equalised 256 px one (models.backbones.build_probe_features).
+    "probe_256_inet224": {
+        "recipe": "probe",
+        "equalize": True,
+        "input_size": 256,
+        "probe_imagenet_view": 224,
+    },
     "probe_256_288": {
         "recipe": "probe",
         "equalize": True,

@@ -248,6 +248,8 @@ def results(job_id, csv_path, url) -> None:
               show_default=True, help="probe features: means, or means and spreads")  # fmt: skip
 @click.option("--probe-scales", default=None,
               help="further sizes the probe also pools at, comma-separated (e.g. 288)")  # fmt: skip
+@click.option("--probe-imagenet-view", type=int, default=None,
+              help="size of an extra unequalised, ImageNet-scaled view (e.g. 224)")  # fmt: skip
 @click.option("--epochs", type=int, default=None, help="head-only epochs (default 30)")
 @click.option("--finetune-epochs", type=int, default=None, help="fine-tuning epochs (default 15)")
 @click.option("--input-size", type=int, default=None, help="pixels (default: the backbone's)")
@@ -256,7 +258,8 @@ def results(job_id, csv_path, url) -> None:
 @click.option("--activate", is_flag=True, help="make the new version active when it is done")
 @click.option("--wait", is_flag=True, help="show progress until the run ends")
 @url_option
-def train(modality, data, server_path, backbone, recipe, equalize, probe_pool, probe_scales, epochs,
+def train(modality, data, server_path, backbone, recipe, equalize, probe_pool, probe_scales,
+          probe_imagenet_view, epochs,
           finetune_epochs, input_size, seed, no_pretrained, activate, wait,
           url) -> None:  # fmt: skip
     """Train a model version on a labelled set, on the training queue; prints the job id."""
@@ -267,7 +270,8 @@ def train(modality, data, server_path, backbone, recipe, equalize, probe_pool, p
               "probe_pool": probe_pool}  # fmt: skip
     for name, value in (("epochs", epochs), ("finetune_epochs", finetune_epochs),
                         ("input_size", input_size), ("seed", seed),
-                        ("probe_scales", probe_scales)):  # fmt: skip
+                        ("probe_scales", probe_scales),
+                        ("probe_imagenet_view", probe_imagenet_view)):  # fmt: skip
         if value is not None:
             fields[name] = str(value)
     if no_pretrained:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -279,7 +279,7 @@ PROBE_POOLS = ("avg", "avg_std")
 def build_probe_features(
     backbone: str, input_size: int | None = None, weights: str | Path | None = "auto",
     equalize: bool = False, crop: float = 0.0, taps: tuple[str, ...] = (), pool: str = "avg",
-    scales: tuple[int, ...] = (),
+    scales: tuple[int, ...] = (), imagenet_view: int = 0,
 ):  # fmt: skip
     """Grey image -> pooled activations of several depths of a frozen backbone,
     concatenated (`taps`, else the backbone's `probe_layers`, else its last layer):
@@ -290,7 +290,13 @@ def build_probe_features(
     `scales` are further sizes at which the same backbone (one set of weights) sees the
     image, resized inside the model; their pooled features follow those of the input
     size. Lesions and textures span different numbers of pixels from scan to scan, and
-    a frozen ImageNet network responds to a fixed range of them."""
+    a frozen ImageNet network responds to a fixed range of them.
+
+    `imagenet_view` (a size in px; 0: none) adds one more look through the same weights:
+    the image unequalised, scaled by ImageNet's mean and spread (as torch ports of the
+    network are fed: about twice the contrast of its native (x - 127) / 128), the
+    deepest tapped layer's mean. On X-ray it sees what the equalised view misses
+    (README); its features come last."""
     import keras
     from keras import layers
 
@@ -304,10 +310,13 @@ def build_probe_features(
             f"probe scales must be at least 32 px and differ from each other and the input "
             f"size: {sizes}"
         )
+    if imagenet_view and imagenet_view < 32:
+        raise ValueError(f"the ImageNet view must be at least 32 px: {imagenet_view}")
     weight_arg = _resolve_weights(backbone, size, weights)
     inp = keras.Input((size, size, 1), name="image")
     # One backbone for every scale: built for any size when it has to serve several.
-    net = _feature_extractor(backbone, None if scales else size, weight_arg)
+    any_size = scales or (imagenet_view and imagenet_view != size)
+    net = _feature_extractor(backbone, None if any_size else size, weight_arg)
     names = taps or spec.probe_layers or (net.layers[-1].name,)
     tapped = keras.Model(net.input, [net.get_layer(n).output for n in names], name="backbone")
     tapped.trainable = False
@@ -324,6 +333,17 @@ def build_probe_features(
             if pool == "avg_std":
                 spreads.append(GlobalStdPooling2D(name=f"std{tag}_{n}")(o))
     pooled = means + spreads
+    if imagenet_view:
+        tag = "_inet"
+        x = inp
+        if imagenet_view != size:
+            x = layers.Resizing(imagenet_view, imagenet_view, antialias=True, name="resize" + tag)(
+                x
+            )
+        torch_fed = replace(spec, scaling=_TORCH)
+        outs = tapped(_stem(x, torch_fed, False, False, False, crop, tag), training=False)
+        deepest = outs[-1] if isinstance(outs, list | tuple) else outs
+        pooled.append(layers.GlobalAveragePooling2D(name=f"pool{tag}_{names[-1]}")(deepest))
     x = pooled[0] if len(pooled) == 1 else layers.Concatenate(name="probe_features")(pooled)
     return keras.Model(inp, x, name=f"probe_{backbone}_{size}"), weight_arg is not None
 

@@ -7,7 +7,11 @@ from several depths 0.818 (224 px) and 0.850 (288 px); see the README and bench/
 So the shipped models keep the backbone frozen, pool five depths (the CT model their
 spatial spread as well as their mean, at two sizes of the slice), standardise, and fit
 an L2-regularised, class-balanced logistic regression whose strength is chosen on the
-validation patients.
+validation patients, then fit it again with that strength on the training and
+validation patients together: with 81 non-COVID X-rays, a quarter more patients to learn
+from raised CV AUC more than any setting did (README). The temperature and the
+threshold still come from the first fit's validation scores, which never saw those
+patients.
 The fitted scaler and weights become two Keras layers, so the saved model is one
 ordinary file.
 """
@@ -32,11 +36,12 @@ def fit_probe(
     progress: Callable[[int, dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ):
-    """(model, history, pretrained), like `models.train._fit`."""
+    """A `models.train.Fitted`, like `models.train._fit`."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     from models.backbones import attach_linear_head, build_probe_features
+    from models.train import Fitted
 
     features, pretrained = build_probe_features(
         cfg.backbone,
@@ -47,6 +52,7 @@ def fit_probe(
         taps=tuple(cfg.probe_layers),
         pool=cfg.probe_pool,
         scales=tuple(cfg.probe_scales),
+        imagenet_view=cfg.probe_imagenet_view,
     )
     f_train = features.predict(x_train, batch_size=32, verbose=0)
     f_val = features.predict(x_val, batch_size=32, verbose=0)
@@ -71,6 +77,14 @@ def fit_probe(
         raise RuntimeError("stopped before any fit")
     _auc, c, clf = best
     history["chosen_c"] = [c]
+    val_scores = clf.predict_proba(s_val)[:, 1]
+    history["fit_on"] = ["training"]
+    if cfg.probe_refit and not (should_stop and should_stop()):
+        history["fit_on"] = ["training+validation"]
+        f_all = np.concatenate([f_train, f_val])
+        scaler = StandardScaler().fit(f_all)
+        clf = LogisticRegression(C=c, class_weight="balanced", max_iter=5000)
+        clf.fit(scaler.transform(f_all), np.concatenate([y_train, y_val]))
     variance = np.where(scaler.var_ > 0, scaler.var_, 1.0)  # constant features: as sklearn
     model = attach_linear_head(features, scaler.mean_, variance, clf.coef_[0], clf.intercept_[0])
-    return model, history, pretrained
+    return Fitted(model, history, pretrained, val_scores)

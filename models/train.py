@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -65,6 +66,10 @@ class TrainConfig:
     probe_pool: str = "avg"  # "avg_std" adds each depth's spatial spread (models.layers)
     # Further sizes the probe's backbone also sees the image at (models.backbones).
     probe_scales: tuple[int, ...] = ()
+    # Size of a further unequalised, ImageNet-scaled view (models.backbones); 0: none.
+    probe_imagenet_view: int = 0
+    # Refit the probe on training + validation patients once C is chosen (models.probe).
+    probe_refit: bool = True
     extra: dict = field(default_factory=dict)
 
 
@@ -98,6 +103,18 @@ def decode_examples(
     if not arrays:
         raise ValueError("no readable image in the training set")
     return kept, np.stack(arrays), skipped
+
+
+class Fitted(NamedTuple):
+    """What a recipe's fit returns. `val_scores` are validation probabilities from a
+    model that never trained on the validation patients: the temperature, the threshold
+    and the validation report rest on them, even when `model` itself has seen them
+    (a probe refitted on training + validation)."""
+
+    model: object
+    history: dict
+    pretrained: bool
+    val_scores: np.ndarray
 
 
 def _fit(
@@ -188,7 +205,7 @@ def _fit(
 
     if not pretrained:
         run_phase(cfg.learning_rate, cfg.epochs, "full")
-        return model, history, pretrained
+        return Fitted(model, history, pretrained, predict(model, x_val))
     features.trainable = False
     best = run_phase(cfg.learning_rate, cfg.epochs, "head")
     if cfg.finetune_epochs > 0 and not (should_stop and should_stop()):
@@ -205,7 +222,7 @@ def _fit(
         tuned = run_phase(cfg.finetune_learning_rate, cfg.finetune_epochs, "finetune")
         if tuned < best:  # fine-tuning did not help on validation: keep the head-only model
             model.set_weights(kept)
-    return model, history, pretrained
+    return Fitted(model, history, pretrained, predict(model, x_val))
 
 
 def predict(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -257,8 +274,9 @@ def train(
         fit = _fit
     else:
         raise ValueError(f"unknown recipe {cfg.recipe!r}: finetune or probe")
-    model, history, pretrained = fit(cfg, x[tr], y[tr], x[va], y[va], progress, should_stop)
-    p_val_raw = predict(model, x[va])
+    model, history, pretrained, p_val_raw = fit(
+        cfg, x[tr], y[tr], x[va], y[va], progress, should_stop
+    )
     temperature = calibration.fit_temperature(y[va], p_val_raw)
     p_val = calibration.apply_temperature(p_val_raw, temperature)
     threshold = metrics.threshold_for_sensitivity(y[va], p_val, cfg.target_sensitivity)
@@ -299,6 +317,8 @@ def train(
             "train": int(len(tr)),
             "val": int(len(va)),
             "test": int(len(te)),
+            # the validation report is the first fit's, before a probe's refit
+            "model_fit_on": history.get("fit_on", ["training"])[0],
         },
         "validation": report(va, p_val),
         "test": report(te, p_test),
@@ -435,7 +455,9 @@ def render_card(card: dict) -> str:
     return "\n".join(
         [
             f"# ScanQ model card: {card['modality']} / {card['backbone']}"
-            f" @ {card['input_size']} px" + _also_at(card["config"].get("probe_scales")),
+            f" @ {card['input_size']} px"
+            + _also_at(card["config"].get("probe_scales"))
+            + _imagenet_view(card["config"].get("probe_imagenet_view")),
             "",
             "Research software, not a diagnostic device. Do not use these scores for the",
             "care of a patient.",
@@ -447,7 +469,8 @@ def render_card(card: dict) -> str:
             f"- Backbone start: {'ImageNet weights' if card.get('pretrained') else 'random'}; "
             + (
                 f"recipe: linear probe on frozen pooled features, C = "
-                f"{card['history']['chosen_c'][0]} (chosen on validation); "
+                f"{card['history']['chosen_c'][0]} (chosen on validation), fitted on the "
+                f"{card['history'].get('fit_on', ['training'])[0]} patients; "
                 if card["config"].get("recipe") == "probe"
                 else f"recipe: fine-tuning, epochs run: {card['epochs_run']}; "
             )
@@ -456,6 +479,16 @@ def render_card(card: dict) -> str:
             *cv_lines,
             "This model's own split (train / validation for model selection, calibration "
             "and threshold / test scored once):",
+            *(
+                [
+                    "",
+                    "The validation row scores the probe fitted on the training patients "
+                    "alone, which chose C, the temperature and the threshold; this version is "
+                    "that probe fitted again on training and validation patients.",
+                ]
+                if card["split"].get("model_fit_on") == "training+validation"
+                else []
+            ),
             "",
             "| split | n (covid/non) | AUC [95% CI, patient bootstrap] | sensitivity | "
             "specificity | ECE |",
@@ -474,6 +507,10 @@ def _also_at(scales) -> str:
     return f" (and {', '.join(str(s) for s in scales)} px)" if scales else ""
 
 
+def _imagenet_view(size) -> str:
+    return f", ImageNet-scaled view at {size} px" if size else ""
+
+
 def _sizes(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(",") if part.strip())
 
@@ -486,7 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     defaults = TrainConfig(modality="xray")
     for name in ("backbone", "input_size", "epochs", "batch_size", "learning_rate",
                  "finetune_epochs", "finetune_learning_rate", "finetune_from", "dropout",
-                 "patience", "seed", "recipe", "probe_c", "probe_pool"):  # fmt: skip
+                 "patience", "seed", "recipe", "probe_c", "probe_pool",
+                 "probe_imagenet_view"):  # fmt: skip
         value = getattr(defaults, name)
         ap.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
     ap.add_argument("--probe-scales", type=_sizes, default=(),

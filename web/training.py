@@ -64,6 +64,7 @@ def parse_training_request(form: Mapping[str, str]) -> tuple[str, dict, bool]:
         raise ApiError(400, "bad_probe_pool", f"probe_pool must be one of {', '.join(PROBE_POOLS)}")
     config["probe_pool"] = pool
     config["probe_scales"] = _probe_scales(form, config)
+    config["probe_imagenet_view"] = _probe_imagenet_view(form, config)
     config["hflip"] = boolean_field(form, "hflip")
     config["equalize"] = boolean_field(form, "equalize")
     return modality, config, boolean_field(form, "activate")
@@ -94,6 +95,23 @@ def _probe_scales(form: Mapping[str, str], config: dict) -> list[int]:
     if config["recipe"] != "probe":
         raise ApiError(400, "bad_probe_scales", "probe_scales apply to recipe=probe only")
     return scales
+
+
+def _probe_imagenet_view(form: Mapping[str, str], config: dict) -> int:
+    """`probe_imagenet_view`: the size of the probe's unequalised, ImageNet-scaled view,
+    within input_size's bounds; 0 or absent for none."""
+    _kind, _default, lo, hi = OPTIONS["input_size"]
+    size = bounded_number(form, "probe_imagenet_view", int, 0, 0, hi)
+    if size and size < lo:
+        raise ApiError(
+            400, "bad_probe_imagenet_view",
+            f"probe_imagenet_view must be 0 (none) or from {lo:g} to {hi:g} px",
+        )  # fmt: skip
+    if size and config["recipe"] != "probe":
+        raise ApiError(
+            400, "bad_probe_imagenet_view", "probe_imagenet_view applies to recipe=probe only"
+        )
+    return size
 
 
 def _dataset(archive: bytes | None, data_path: str | None, modality: str) -> tuple[Dataset, str]:

@@ -6,7 +6,7 @@ import pytest
 
 from models.backbones import attach_linear_head
 from models.dataset import load_examples
-from models.train import TrainConfig, load_arrays, save_version, train
+from models.train import TrainConfig, load_arrays, render_card, save_version, train
 
 
 def test_linear_head_equals_the_sklearn_pipeline():
@@ -122,3 +122,85 @@ def test_probe_scales_must_differ():
 
     with pytest.raises(ValueError, match="differ from each other"):
         build_probe_features("smallcnn", 64, None, scales=(64,))
+
+
+def test_probe_refit_learns_from_validation_but_is_judged_by_the_first_fit(shared_data):
+    """The refit probe is the regression with the chosen C on training + validation
+    features, while its threshold, temperature and validation report stay those of the
+    first fit, which never saw the validation patients."""
+    from dataclasses import replace
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from models.backbones import build_probe_features
+    from models.dataset import train_val_test
+
+    every = load_examples(shared_data, "ct")
+    examples = [e for e in every if e.label == 1][:24] + [e for e in every if e.label == 0][:24]
+    split = train_val_test(examples, seed=0)
+    cfg = TrainConfig(modality="ct", recipe="probe", equalize=True, input_size=64)
+    refit = train(cfg, examples, split=split)
+    first = train(replace(cfg, probe_refit=False), examples, split=split)
+    assert refit.card["split"]["model_fit_on"] == "training+validation"
+    assert first.card["split"]["model_fit_on"] == "training"
+    for key in ("threshold", "temperature", "validation"):
+        assert refit.card[key] == first.card[key]
+
+    tr, va, te = split
+    seen = np.concatenate([tr, va])
+    x = load_arrays(examples, 64)
+    y = np.array([e.label for e in examples])
+    features, _ = build_probe_features("efficientnet_lite0", 64, "auto", equalize=True)
+    f = np.asarray(features.predict(x, verbose=0))
+    scaler = StandardScaler().fit(f[seen])
+    c = refit.card["history"]["chosen_c"][0]
+    clf = LogisticRegression(C=c, class_weight="balanced", max_iter=5000)
+    clf.fit(scaler.transform(f[seen]), y[seen])
+    p_refit = np.asarray(refit.model(x[te])).reshape(-1)
+    np.testing.assert_allclose(p_refit, clf.predict_proba(scaler.transform(f[te]))[:, 1], atol=1e-4)
+    assert not np.allclose(p_refit, np.asarray(first.model(x[te])).reshape(-1), atol=1e-3)
+    text = render_card(refit.card)
+    assert "fitted on the training+validation patients" in text
+    assert "this version is that probe fitted again" in text
+
+
+def test_imagenet_view_adds_the_torch_fed_networks_last_layer(shared_data, monkeypatch):
+    """The view's features are exactly the deepest layer's mean of the same weights fed
+    the unequalised image, resized inside the model and scaled by ImageNet's mean and
+    spread; the probe's own features before them are unchanged, and the explainer
+    reads the extra map too."""
+    from dataclasses import replace
+
+    import tensorflow as tf
+
+    from models import backbones
+    from models.backbones import build_probe_features
+    from models.gradcam import _target_layers, explainer
+
+    x = load_arrays(load_examples(shared_data, "xray")[:3], 64)
+    plain, _ = build_probe_features("efficientnet_lite0", 64, "auto", equalize=True)
+    viewed, _ = build_probe_features(
+        "efficientnet_lite0", 64, "auto", equalize=True, imagenet_view=96
+    )
+    spec = backbones.BACKBONES["efficientnet_lite0"]
+    monkeypatch.setitem(
+        backbones.BACKBONES, "efficientnet_lite0", replace(spec, scaling=backbones._TORCH)
+    )
+    torch_fed, _ = build_probe_features("efficientnet_lite0", 96, "auto", taps=("head_relu",))
+    f_plain, f_view = np.asarray(plain(x)), np.asarray(viewed(x))
+    n = f_plain.shape[1]
+    assert f_view.shape == (3, n + 1280)
+    np.testing.assert_allclose(f_view[:, :n], f_plain, rtol=1e-5, atol=1e-5)
+    resized = tf.image.resize(x, (96, 96), antialias=True)
+    np.testing.assert_allclose(f_view[:, n:], np.asarray(torch_fed(resized)), rtol=1e-4, atol=1e-4)
+    assert not np.allclose(f_view[:, n:], f_plain[:, -1280:], atol=1e-2)
+
+    m = f_view.shape[1]
+    model = attach_linear_head(viewed, f_view.mean(0), f_view.var(0) + 1, np.ones(m) / m, 0.0)
+    assert len(_target_layers(model)) == len(_target_layers(plain_head(plain))) + 1
+    prob, cam = explainer(model)(x[0])
+    assert prob == pytest.approx(float(np.asarray(model(x[:1]))[0, 0]), abs=1e-5)
+    assert cam.max() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least 32 px"):
+        build_probe_features("smallcnn", 64, None, imagenet_view=16)

@@ -72,6 +72,17 @@ def test_bad_training_requests_get_json_errors(client, app, tmp_path):
         (post_training(client, ok, recipe="probe", probe_scales="224"), 400, "bad_probe_scales"),
         (post_training(client, ok, recipe="probe", probe_scales="9"), 400, "bad_probe_scales"),
         (post_training(client, ok, probe_scales="288"), 400, "bad_probe_scales"),  # finetune
+        (
+            post_training(client, ok, recipe="probe", probe_imagenet_view="16"),
+            400,
+            "bad_probe_imagenet_view",
+        ),
+        (
+            post_training(client, ok, recipe="probe", probe_imagenet_view="big"),
+            400,
+            "bad_probe_imagenet_view",
+        ),
+        (post_training(client, ok, probe_imagenet_view="224"), 400, "bad_probe_imagenet_view"),
         (post_training(client), 400, "no_dataset"),
         (post_training(client, ok, data_path=str(tmp_path)), 400, "no_dataset"),
         (post_training(client, _archive(2)), 422, "dataset_unusable"),
@@ -140,9 +151,11 @@ def test_versions_in_use_cannot_be_deleted(client, app):
 
 
 def test_probe_request_counts_its_steps_not_epochs(client):
-    resp = post_training(client, _archive(), recipe="probe", equalize="true", probe_scales="288")
+    resp = post_training(client, _archive(), recipe="probe", equalize="true", probe_scales="288",
+                         probe_imagenet_view="224")  # fmt: skip
     assert resp.status_code == 202, resp.json
     job = client.get(f"/api/v1/jobs/{resp.json['id']}").json
     assert job["total"] == 4 and job["options"]["config"]["recipe"] == "probe"
     assert job["options"]["config"]["equalize"] is True
     assert job["options"]["config"]["probe_scales"] == [288]
+    assert job["options"]["config"]["probe_imagenet_view"] == 224

@@ -47,19 +47,26 @@ def features(backbone: str, x: np.ndarray, size: int, pool: str) -> tuple[np.nda
     return out, len(x) / best
 
 
-def probe_logits(f: np.ndarray, y: np.ndarray, tr, va, te) -> np.ndarray:
+def probe_logits(f: np.ndarray, y: np.ndarray, tr, va, te, refit: bool = False) -> np.ndarray:
+    """Test logits of a probe fitted as `models.probe` fits: C chosen on the validation
+    part, and with `refit` fitted again on training + validation with that C."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    scaler = StandardScaler().fit(f[tr])
+    def fit(idx: np.ndarray, c: float):
+        scaler = StandardScaler().fit(f[idx])
+        clf = LogisticRegression(C=c, class_weight="balanced", max_iter=5000)
+        clf.fit(scaler.transform(f[idx]), y[idx])
+        return lambda part: clf.decision_function(scaler.transform(f[part]))
+
     best = None
     for c in C_GRID:
-        clf = LogisticRegression(C=c, class_weight="balanced", max_iter=5000)
-        clf.fit(scaler.transform(f[tr]), y[tr])
-        auc = metrics.roc_auc(y[va], clf.decision_function(scaler.transform(f[va])))
+        score = fit(tr, c)
+        auc = metrics.roc_auc(y[va], score(va))
         if best is None or auc > best[0]:
-            best = (auc, clf)
-    return best[1].decision_function(scaler.transform(f[te]))
+            best = (auc, c, score)
+    _auc, c, score = best
+    return (fit(np.concatenate([tr, va]), c) if refit else score)(te)
 
 
 def main() -> None:

@@ -334,12 +334,12 @@ def build_probe_features(
                 spreads.append(GlobalStdPooling2D(name=f"std{tag}_{n}")(o))
     pooled = means + spreads
     if imagenet_view:
-        tag = "_inet"
-        x = inp
+        tag, x = "_inet", inp
         if imagenet_view != size:
-            x = layers.Resizing(imagenet_view, imagenet_view, antialias=True, name="resize" + tag)(
-                x
+            resize = layers.Resizing(
+                imagenet_view, imagenet_view, antialias=True, name="resize_inet"
             )
+            x = resize(inp)
         torch_fed = replace(spec, scaling=_TORCH)
         outs = tapped(_stem(x, torch_fed, False, False, False, crop, tag), training=False)
         deepest = outs[-1] if isinstance(outs, list | tuple) else outs

@@ -56,12 +56,12 @@ compose-check: install
 # the chosen recipe over 4 seeded partitions first (its figures go into the card), then
 # the model itself.
 CT_RECIPE := --recipe probe --equalize --input-size 352 --probe-scales 288 --probe-pool avg_std
-XRAY_RECIPE := --recipe probe --equalize --input-size 256
+XRAY_RECIPE := --recipe probe --equalize --input-size 256 --probe-imagenet-view 224
 models: install
 	$(BIN)/python -m bench.cv --modality ct --folds 5 --repeats 4 --settings probe_352_288_std
 	$(BIN)/python -m models.train --modality ct --data ../shared/data --out models/default/ct $(CT_RECIPE) --cv-report bench/out/cv_ct.json --cv-setting probe_352_288_std
-	$(BIN)/python -m bench.cv --modality xray --folds 5 --repeats 4 --settings probe_256
-	$(BIN)/python -m models.train --modality xray --data ../shared/data --out models/default/xray $(XRAY_RECIPE) --cv-report bench/out/cv_xray.json --cv-setting probe_256
+	$(BIN)/python -m bench.cv --modality xray --folds 5 --repeats 4 --settings probe_256_inet224
+	$(BIN)/python -m models.train --modality xray --data ../shared/data --out models/default/xray $(XRAY_RECIPE) --cv-report bench/out/cv_xray.json --cv-setting probe_256_inet224
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -13,7 +13,7 @@ again on training + validation patients) on the same folds x seeded partitions a
 `bench/cv.py`, and set against the shipped setting's AUC on each of those test parts,
 read from bench/out/cv_<modality>.json (run `bench.cv` for it first).
 
-    python -m bench.baselines --modality xray --against probe_256
+    python -m bench.baselines --modality xray --against probe_256_inet224
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from models import metrics
 from models.dataset import load_examples
 
 OUT = Path(__file__).parent / "out"
-SHIPPED = {"ct": "probe_352_288_std", "xray": "probe_256"}
+SHIPPED = {"ct": "probe_352_288_std", "xray": "probe_256_inet224"}
 
 
 def baseline_features(examples) -> dict[str, np.ndarray]:

@@ -59,4 +59,5 @@ def test_calls_in_flight_change_no_score_or_order(shared_data):
         np.testing.assert_allclose(
             feats, one.predict_with_features(images)[1], rtol=1e-3, atol=1e-3
         )
-    assert len(set(np.round(probs, 4))) == len(paths)  # distinct scores, so order shows
+    # Scores further apart than the tolerance above, so any two swapped would show.
+    assert np.diff(np.sort(probs)).min() > 1e-5

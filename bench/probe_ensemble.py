@@ -24,7 +24,7 @@ import numpy as np
 from bench.cv import fold_splits
 from models import metrics
 from models.dataset import load_examples
-from models.probe import C_GRID
+from models.probe import C_GRID, fit_regression
 
 BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 OUT = Path(__file__).parent / "out"
@@ -50,13 +50,9 @@ def features(backbone: str, x: np.ndarray, size: int, pool: str) -> tuple[np.nda
 def probe_logits(f: np.ndarray, y: np.ndarray, tr, va, te, refit: bool = False) -> np.ndarray:
     """Test logits of a probe fitted as `models.probe` fits: C chosen on the validation
     part, and with `refit` fitted again on training + validation with that C."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
 
     def fit(idx: np.ndarray, c: float):
-        scaler = StandardScaler().fit(f[idx])
-        clf = LogisticRegression(C=c, class_weight="balanced", max_iter=5000)
-        clf.fit(scaler.transform(f[idx]), y[idx])
+        scaler, clf = fit_regression(f[idx], y[idx], c)
         return lambda part: clf.decision_function(scaler.transform(f[part]))
 
     best = None

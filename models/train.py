@@ -470,7 +470,7 @@ def render_card(card: dict) -> str:
             + (
                 f"recipe: linear probe on frozen pooled features, C = "
                 f"{card['history']['chosen_c'][0]} (chosen on validation), fitted on the "
-                f"{card['history'].get('fit_on', ['training'])[0]} patients; "
+                f"{card['split'].get('model_fit_on', 'training')} patients; "
                 if card["config"].get("recipe") == "probe"
                 else f"recipe: fine-tuning, epochs run: {card['epochs_run']}; "
             )

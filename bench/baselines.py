@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 
+from bench import DEFAULT_DATA, OUT
 from bench.cv import fold_splits
 from bench.probe_ensemble import probe_logits
 from models import metrics
 from models.dataset import load_examples
 
-OUT = Path(__file__).parent / "out"
 SHIPPED = {"ct": "probe_352_288_std", "xray": "probe_256_inet224"}
 
 
@@ -64,7 +63,7 @@ def baseline_features(examples) -> dict[str, np.ndarray]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--modality", required=True, choices=sorted(SHIPPED))
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--against", help="a bench/cv.py setting measured with --folds 5 --repeats 4")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=4)

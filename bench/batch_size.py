@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from bench.stack import OUT
+from bench import OUT
 
 NEAR = 0.05  # this machine's run-to-run noise: sizes this close to the fastest tie
 

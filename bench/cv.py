@@ -18,10 +18,10 @@ import argparse
 import json
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
+from bench import DEFAULT_DATA, OUT
 from models.dataset import grouped_folds, load_examples
 from models.train import TrainConfig, train
 
@@ -150,7 +150,7 @@ def fold_splits(examples, k: int, seed: int):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--modality", required=True)
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--folds", type=int, default=3)
     ap.add_argument("--settings", default="head,finetune")
     ap.add_argument("--epochs", type=int, default=20)
@@ -159,7 +159,7 @@ def main() -> None:
     args = ap.parse_args()
     examples = load_examples(args.data, args.modality)
     base = TrainConfig(modality=args.modality, epochs=args.epochs, patience=5, seed=args.seed)
-    path = Path(__file__).parent / "out" / f"cv_{args.modality}.json"
+    path = OUT / f"cv_{args.modality}.json"
     path.parent.mkdir(exist_ok=True)
     # Settings measured before keep their figures; a setting run again is replaced.
     out = json.loads(path.read_text()) if path.exists() else {}

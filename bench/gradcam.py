@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-OUT = Path(__file__).parent / "out"
+from bench import OUT
 
 
 def border_share(cam: np.ndarray, size: int, margin: float) -> float:

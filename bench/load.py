@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from bench.stack import DEFAULT_DATA, OUT, LocalStack
+from bench import DEFAULT_DATA, OUT
+from bench.stack import LocalStack
 from cli.client import FINAL_STATUSES
 
 

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import OUT
 from models.ood_calibration import featurize, fit_and_measure, other_modality_inputs
-
-OUT = Path(__file__).parent / "out"
 
 
 def measure(modality: str, data: Path, ks: list[int]) -> dict:

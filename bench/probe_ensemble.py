@@ -17,17 +17,16 @@ import argparse
 import itertools
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 
+from bench import DEFAULT_DATA, OUT
 from bench.cv import fold_splits
 from models import metrics
 from models.dataset import load_examples
 from models.probe import C_GRID, fit_regression
 
 BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
-OUT = Path(__file__).parent / "out"
 
 
 def features(backbone: str, x: np.ndarray, size: int, pool: str) -> tuple[np.ndarray, float]:
@@ -70,7 +69,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--modality", required=True)
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--input-size", type=int, default=288)
     ap.add_argument("--pool", default="avg_std", choices=("avg", "avg_std"))
     ap.add_argument("--folds", type=int, default=5)

@@ -16,8 +16,6 @@ from cli.client import Client
 from scanq.embedded_redis import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "bench" / "out"
-DEFAULT_DATA = ROOT.parent / "shared" / "data"
 
 
 class LocalStack:

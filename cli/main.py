@@ -29,6 +29,12 @@ class _Commands(click.Group):
             return super().invoke(ctx)
         except ApiError as exc:
             raise click.ClickException(str(exc)) from None
+        except ModuleNotFoundError as exc:  # a path that imports models without asking first
+            from cli.runtime import is_missing_runtime, runtime_message
+
+            if not is_missing_runtime(exc):
+                raise
+            raise click.ClickException(runtime_message([exc.name.split(".")[0]])) from None
         except OperationalError as exc:  # the commands that work on the database itself
             url = get_settings().database_url
             raise click.ClickException(
@@ -46,8 +52,10 @@ def cli() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 def up(host: str) -> None:
     """Start the whole local stack in the foreground (Ctrl-C stops it)."""
+    from cli.runtime import require_model_runtime
     from cli.stack import run_stack
 
+    require_model_runtime()  # its workers run models
     sys.exit(run_stack(get_settings(), host))
 
 
@@ -69,8 +77,10 @@ def up(host: str) -> None:
 def worker(queues: str, concurrency: int, gpus: str) -> None:
     """Start Celery workers; beside a running `scanq up` they find its Redis."""
     from cli.processes import count_gpus, worker_command
+    from cli.runtime import require_model_runtime
     from cli.stack import Supervisor, prepare
 
+    require_model_runtime()
     settings = get_settings()
     prepare(settings)
     n_gpus = count_gpus() if gpus == "auto" else int(gpus)
@@ -362,7 +372,9 @@ def models_delete(version_id, url) -> None:
 def evaluate(modality, data_dir, model_path, as_json) -> None:
     """Score a labelled folder locally and report AUC, sensitivity and specificity."""
     from cli.evaluate import evaluate_folder
+    from cli.runtime import require_model_runtime
 
+    require_model_runtime()
     settings = get_settings()
     report = evaluate_folder(settings, modality, Path(data_dir), model_path)
     if as_json:

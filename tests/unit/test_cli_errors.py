@@ -3,6 +3,9 @@ cannot be reached, instead of a traceback."""
 
 from __future__ import annotations
 
+import sys
+
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -53,3 +56,35 @@ def test_a_database_never_migrated_is_one_clear_line(args, tmp_path, monkeypatch
     assert "no such table" in result.output and "(scanq migrate)?" in result.output
     assert str(tmp_path) in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize(
+    "args", [["evaluate", "--modality", "xray", "--data", "."], ["worker"], ["up"]], ids=" ".join
+)
+def test_a_missing_model_runtime_says_what_to_install(args, monkeypatch):
+    """Installed without the `cpu` extra, the commands that run models say which extra
+    to install, in one line, before starting anything."""
+    for name in ("keras", "tensorflow"):
+        monkeypatch.setitem(sys.modules, name, None)  # import and find_spec both fail
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    assert "Error: running models needs keras, tensorflow, which are not installed: " in (
+        result.output
+    )
+    assert "pip install 'scanq[cpu]'" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_an_unchecked_import_of_the_runtime_is_one_line_too(monkeypatch):
+    """The backstop in the command group: a path that imports Keras without asking."""
+    from cli.main import _Commands
+
+    @click.command()
+    def needs_keras():
+        import keras  # noqa: F401
+
+    monkeypatch.setitem(sys.modules, "keras", None)
+    group = _Commands(commands={"needs-keras": needs_keras})
+    result = CliRunner().invoke(group, ["needs-keras"])
+    assert result.exit_code == 1, result.output
+    assert "running models needs keras, which is not installed: pip install" in result.output

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs (Debian) what the tests need beyond Python packages: a PostgreSQL server,
 # started on loopback with a `scanq` role and database, and Chromium for the browser
-# tests (driven by Playwright's Python package, which downloads no browser of its own).
+# tests (driven by Playwright's Python package, which downloads no browser of its own),
+# and Orthanc with its DICOMweb plugin for the PACS tests (started by the tests themselves).
 # Writes .ci/services.env.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,10 @@ cd "$(dirname "$0")/.."
 need=()
 command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# Orthanc and its DICOMweb plugin: the PACS the DICOM tests (issue #19) start on loopback
+# with their own configuration (tests/orthanc.py); the system service is not used.
+{ command -v Orthanc || [ -x /usr/sbin/Orthanc ]; } >/dev/null 2>&1 || need+=(orthanc)
+[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "need root to install: ${need[*]}" >&2

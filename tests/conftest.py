@@ -217,3 +217,47 @@ def client(app):
 
 def pytest_report_header(config):
     return [f"shared data: {SHARED_DATA}", f"redis-server: {shutil.which('redis-server')}"]
+
+
+# -- Orthanc, the PACS of the DICOM tests (issue #19; tests/orthanc.py) ------------------
+
+
+def orthanc_or_skip() -> None:
+    """Skip when Debian's orthanc / orthanc-dicomweb are missing; fail instead where CI
+    demands every test (SCANQ_STRICT), as .ci/services.sh installs them there."""
+    from tests.orthanc import find_orthanc
+
+    binary, plugin, reason = find_orthanc()
+    if binary and plugin:
+        return
+    if os.environ.get("SCANQ_STRICT"):
+        pytest.fail(f"SCANQ_STRICT is set but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def make_orthanc(tmp_path_factory):
+    """A factory of started Orthanc servers (keyword arguments as tests.orthanc.Orthanc),
+    each with its own ports and storage; all are stopped and removed at the session's
+    end. For a test that stops and restarts its PACS, so others' is left alone."""
+    orthanc_or_skip()
+    from tests.orthanc import Orthanc
+
+    made: list[Orthanc] = []
+
+    def make(**kw) -> Orthanc:
+        server = Orthanc(tmp_path_factory.mktemp("orthanc"), **kw)
+        made.append(server)
+        return server.start()
+
+    yield make
+    for server in made:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def orthanc(make_orthanc):
+    """One Orthanc for the session: REST at .url, DICOMweb at .dicomweb_url, DICOM at
+    127.0.0.1:.dicom_port (AE .aet), with modality "scanq" -> (SCANQ, .scanq_port), a
+    port chosen for a ScanQ DICOM listener (set_modality changes it)."""
+    return make_orthanc()

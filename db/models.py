@@ -282,3 +282,114 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(32), index=True)
     target: Mapped[str] = mapped_column(String(128))
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+# --- DICOM in (issue #19): peers, pull sources, studies and their instances ----------
+
+STUDY_STATUSES = ("receiving", "screening", "screened", "not_screened")
+
+
+class DicomPeer(Base):
+    """A DICOM node allowed to send to the listener (its calling AE title) and to get
+    results back (host, port). Everything it sends is owned by `owner`."""
+
+    __tablename__ = "dicom_peer"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ae_title: Mapped[str] = mapped_column(String(16), unique=True, index=True)
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    owner: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DicomwebSource(Base):
+    """A DICOMweb server studies can be pulled from (QIDO-RS search, WADO-RS retrieve).
+    A password is never stored: `password_env` names the environment variable that
+    holds it."""
+
+    __tablename__ = "dicomweb_source"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    url: Mapped[str] = mapped_column(String(1024))
+    username: Mapped[str | None] = mapped_column(String(128))
+    password_env: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Study(Base):
+    """A DICOM study as received, one per owner and StudyInstanceUID. Patient id,
+    accession number and study date come from the headers and are shown to the owner
+    and admins only. The verdict (pacs.verdict) is recomputed over all its jobs."""
+
+    __tablename__ = "study"
+    __table_args__ = (UniqueConstraint("owner", "study_uid"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_uid: Mapped[str] = mapped_column(String(64), index=True)
+    owner: Mapped[str] = mapped_column(String(64), index=True)
+    peer_id: Mapped[int | None] = mapped_column(
+        ForeignKey("dicom_peer.id", ondelete="SET NULL"), index=True
+    )
+    results_to_peer_id: Mapped[int | None] = mapped_column(
+        ForeignKey("dicom_peer.id", ondelete="SET NULL")
+    )
+    source: Mapped[str] = mapped_column(String(80))  # dicom:<AE> | stow | pull:<name>
+    patient_id: Mapped[str | None] = mapped_column(String(64))
+    accession: Mapped[str | None] = mapped_column(String(64))
+    study_date: Mapped[str | None] = mapped_column(String(8))
+    modalities: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="receiving", index=True)
+    instances: Mapped[int] = mapped_column(Integer, default=0)
+    not_screened: Mapped[int] = mapped_column(Integer, default=0)
+    first_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )
+    settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    score: Mapped[float | None] = mapped_column(Float, index=True)
+    label: Mapped[str | None] = mapped_column(String(16))
+    flagged: Mapped[bool] = mapped_column(Boolean, default=False)
+    failed: Mapped[int] = mapped_column(Integer, default=0)  # images that could not be scored
+    verdict: Mapped[dict | None] = mapped_column(JSON)
+    verdict_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class StudyInstance(Base):
+    """One received SOP instance: its raw Part-10 file (content-hashed), where the
+    router sent it ("ct", "xray") or why it is not screened, and the job that screened
+    it. Its scans are Scan(job_id, position) for position in
+    [first_position, first_position + frames)."""
+
+    __tablename__ = "study_instance"
+    __table_args__ = (UniqueConstraint("study_id", "sop_instance_uid"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id", ondelete="CASCADE"), index=True)
+    series_uid: Mapped[str | None] = mapped_column(String(64), index=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    sop_class_uid: Mapped[str | None] = mapped_column(String(64))
+    modality: Mapped[str | None] = mapped_column(String(16))
+    route: Mapped[str | None] = mapped_column(String(8))
+    reason: Mapped[str | None] = mapped_column(String(200))
+    sha256: Mapped[str] = mapped_column(String(64))
+    stored_path: Mapped[str] = mapped_column(String(512))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("job.id", ondelete="SET NULL"))
+    first_position: Mapped[int | None] = mapped_column(Integer)
+    frames: Mapped[int | None] = mapped_column(Integer)
+
+
+class StudyJob(Base):
+    """Every job made of a study: the first once it settled, then follow-ups for
+    instances that came later."""
+
+    __tablename__ = "study_job"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), unique=True)
+    modality: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

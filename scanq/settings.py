@@ -60,6 +60,19 @@ class Settings:
     dataset_roots: tuple[Path, ...] = ()
     # Beat looks for new or changed schedules at least this often (seconds).
     beat_interval: int = 5
+    # DICOM in (issue #19): the listener's port (0: no listener), AE title and bind
+    # address, and how long a study must stay without a new instance before it is
+    # screened (seconds; Orthanc's StableAge, the MONAI gateway's grouping timeout).
+    dicom_port: int = 11112
+    dicom_ae: str = "SCANQ"
+    dicom_host: str = "127.0.0.1"
+    study_settle: int = 30
+
+    @property
+    def study_sweep_seconds(self) -> float:
+        """How often beat looks for settled studies: a fraction of the settle time, so
+        a study waits at most a little longer than SCANQ_STUDY_SETTLE."""
+        return float(min(10, max(1, self.study_settle // 4)))
 
     @property
     def run_dir(self) -> Path:
@@ -137,6 +150,10 @@ def load_settings() -> Settings:
         training_stall_seconds=_int("SCANQ_TRAINING_STALL", 1800),
         upload_stall_seconds=_int("SCANQ_UPLOAD_STALL", 600),
         beat_interval=_int("SCANQ_BEAT_INTERVAL", 5),
+        dicom_port=_int("SCANQ_DICOM_PORT", 11112),
+        dicom_ae=os.environ.get("SCANQ_DICOM_AE", "SCANQ").strip() or "SCANQ",
+        dicom_host=os.environ.get("SCANQ_DICOM_HOST", "127.0.0.1").strip() or "127.0.0.1",
+        study_settle=_int("SCANQ_STUDY_SETTLE", 30),
         environment=os.environ.get("SCANQ_ENV", "development").strip().lower(),
         dataset_roots=tuple(
             Path(p).absolute()

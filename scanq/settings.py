@@ -26,6 +26,16 @@ def _int(name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -60,6 +70,14 @@ class Settings:
     dataset_roots: tuple[Path, ...] = ()
     # Beat looks for new or changed schedules at least this often (seconds).
     beat_interval: int = 5
+    # Site monitoring (#21, models.drift): a day or week of at least `drift_min_images`
+    # scored images alerts when its share flagged out of distribution passes
+    # `drift_ood_share`, or its scores' or OOD scores' PSI passes `drift_psi` beyond
+    # the level expected by chance. Recalibration needs `recalibrate_min` confirmed labels.
+    drift_psi: float = 0.25
+    drift_ood_share: float = 0.10
+    drift_min_images: int = 30
+    recalibrate_min: int = 50
     # DICOM in (issue #19): the listener's port (0: no listener), AE title and bind
     # address, and how long a study must stay without a new instance before it is
     # screened (seconds; Orthanc's StableAge, the MONAI gateway's grouping timeout).
@@ -90,6 +108,12 @@ class Settings:
     def datasets_dir(self) -> Path:
         """Uploaded training sets, one folder per archive content hash."""
         return self.data_dir / "datasets"
+
+    @property
+    def metrics_dir(self) -> Path:
+        """prometheus_client's multiprocess files (PROMETHEUS_MULTIPROC_DIR) of gunicorn's
+        workers (web.gunicorn_conf empties it when the server starts)."""
+        return self.run_dir / "prometheus"
 
     @property
     def redis_url_file(self) -> Path:
@@ -150,6 +174,10 @@ def load_settings() -> Settings:
         training_stall_seconds=_int("SCANQ_TRAINING_STALL", 1800),
         upload_stall_seconds=_int("SCANQ_UPLOAD_STALL", 600),
         beat_interval=_int("SCANQ_BEAT_INTERVAL", 5),
+        drift_psi=_float("SCANQ_DRIFT_PSI", 0.25),
+        drift_ood_share=_float("SCANQ_DRIFT_OOD_SHARE", 0.10),
+        drift_min_images=_int("SCANQ_DRIFT_MIN_IMAGES", 30),
+        recalibrate_min=_int("SCANQ_RECALIBRATE_MIN", 50),
         dicom_port=_int("SCANQ_DICOM_PORT", 11112),
         dicom_ae=os.environ.get("SCANQ_DICOM_AE", "SCANQ").strip() or "SCANQ",
         dicom_host=os.environ.get("SCANQ_DICOM_HOST", "127.0.0.1").strip() or "127.0.0.1",

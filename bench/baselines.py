@@ -37,7 +37,7 @@ def baseline_features(examples) -> dict[str, np.ndarray]:
     import keras
 
     from models.backbones import build_probe_features
-    from models.train import decode_examples
+    from models.decode import decode_examples
 
     kept, x224, skipped = decode_examples(examples, 224)
     _, x32, _ = decode_examples(kept, 32)

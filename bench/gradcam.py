@@ -35,7 +35,7 @@ def border_share(cam: np.ndarray, size: int, margin: float) -> float:
 
 def measure(modality: str, data: Path, margin: float) -> dict:
     from models.gradcam import explainer
-    from models.train import reload_version
+    from models.version import reload_version
 
     v = reload_version(Path("models/default") / modality, data)
     size, examples, x = v.input_size, v.examples, v.x

@@ -24,7 +24,7 @@ from models.ood_calibration import featurize, fit_and_measure, other_modality_in
 
 def measure(modality: str, data: Path, ks: list[int]) -> dict:
     from models.dataset import split_groups
-    from models.train import reload_version
+    from models.version import reload_version
 
     v = reload_version(Path("models/default") / modality, data)
     tr, va, te = v.split

@@ -65,7 +65,7 @@ def probe_logits(f: np.ndarray, y: np.ndarray, tr, va, te, refit: bool = False) 
 
 
 def main() -> None:
-    from models.train import decode_examples
+    from models.decode import decode_examples
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--modality", required=True)

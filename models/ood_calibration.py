@@ -21,7 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from models import ood, ood_sets
+from models.dataset import load_examples, split_groups
+from models.decode import decode_examples
 from models.preprocess import resize_square
+from models.version import reload_version, write_card
 
 log = logging.getLogger(__name__)
 
@@ -97,26 +100,7 @@ def calibrate_version(
     return fit_and_measure(featurize(model, x, test_idx, other), groups, fit_idx, k)
 
 
-def render_section(section: dict) -> str:
-    rows = "\n".join(
-        f"| {name} | {r['n']} | {r['flagged']} | {r['rate']:.3f} |"
-        for name, r in section["flag_rates"].items()
-    )
-    return (
-        "\n## Out-of-distribution flag\n\n"
-        f"{section['method']}; threshold at the {100 * (1 - section['target_rate']):g}th "
-        f"percentile of leave-patient-out scores of the {section['n_calibration']} training "
-        f"and validation images (flag rate there: {section['calibration_flag_rate']:.3f}). "
-        "Measured flag rates (`in_distribution_test` should be near the target; every "
-        "other set should be flagged):\n\n"
-        "| set | n | flagged | rate |\n|---|---:|---:|---:|\n" + rows + "\n"
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
-    from models.dataset import split_groups
-    from models.train import reload_version, render_card
-
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--version", required=True, help="a model version folder")
     ap.add_argument("--data", required=True, help="the dev data root the version was trained on")
@@ -134,17 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     fitted.save(folder)
     card = {**v.card, "ood": section}
-    (folder / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
-    (folder / "MODEL_CARD.md").write_text(render_card(card))
+    write_card(folder, card)
     log.info("%s", json.dumps(section["flag_rates"]))
     return 0
 
 
 def other_modality_inputs(data: Path, modality: str, size: int) -> dict[str, np.ndarray]:
     """The other modality's dev images as a named set, when the data root has them."""
-    from models.dataset import load_examples
-    from models.train import decode_examples
-
     other = "ct" if modality == "xray" else "xray"
     if not (data / other / "labels.csv").exists():
         return {}

@@ -18,11 +18,10 @@ ordinary file.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from models import metrics
+from models.fitting import Fitted, ProgressFn, StopFn
 
 C_GRID = (0.003, 0.01, 0.03, 0.1)
 
@@ -44,12 +43,12 @@ def fit_probe(
     y_train: np.ndarray,
     x_val: np.ndarray,
     y_val: np.ndarray,
-    progress: Callable[[int, dict], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-):
-    """A `models.train.Fitted`, like `models.train._fit`."""
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> Fitted:
+    """Features once, one regression per strength in C_GRID (one progress step each),
+    the best on validation refitted on training + validation when `cfg.probe_refit`."""
     from models.backbones import attach_linear_head, build_probe_features
-    from models.train import Fitted
 
     features, pretrained = build_probe_features(
         cfg.backbone,

@@ -68,7 +68,8 @@ def _run(settings: Settings, job_id: str, modality: str, options: dict) -> str:
 
     runtime.configure_tensorflow()
     from models.dataset import load_examples
-    from models.train import TrainConfig, save_version, train
+    from models.train import TrainConfig, train
+    from models.version import save_version
 
     url = settings.database_url
     cancelled = False

@@ -5,8 +5,11 @@ import numpy as np
 import pytest
 
 from models.backbones import attach_linear_head
+from models.card import render_card
 from models.dataset import load_examples
-from models.train import TrainConfig, load_arrays, render_card, save_version, train
+from models.decode import load_arrays
+from models.train import TrainConfig, train
+from models.version import save_version
 
 
 def test_linear_head_equals_the_sklearn_pipeline():

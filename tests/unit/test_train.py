@@ -7,7 +7,8 @@ import numpy as np
 from PIL import Image
 
 from models.dataset import load_examples
-from models.train import TrainConfig, save_version, train
+from models.train import TrainConfig, train
+from models.version import save_version
 
 
 def test_tiny_run_card_and_saved_version(shared_data, tmp_path):

@@ -1,0 +1,79 @@
+"""The table of training recipes: name -> how to fit, and how many progress steps a
+run reports. `models.train` looks the configured recipe up here; no other module
+branches on a recipe's name.
+
+To add a recipe: write its fit (the `FitFn` signature, returning a `models.fitting.
+Fitted`) in a module of its own, add a `Recipe` below, and declare any option of its own
+in `models.training_options` with `recipes=("<name>",)`.
+Importing this module imports no TensorFlow: fits import it when they run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from models.finetune import fit_finetune
+from models.fitting import Fitted, ProgressFn, StopFn
+from models.probe import C_GRID, fit_probe
+
+
+class FitFn(Protocol):
+    def __call__(
+        self,
+        cfg,
+        x_train: np.ndarray,
+        y_train: np.ndarray,
+        x_val: np.ndarray,
+        y_val: np.ndarray,
+        progress: ProgressFn | None = None,
+        should_stop: StopFn | None = None,
+    ) -> Fitted: ...
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    help: str
+    fit: FitFn
+    # At most how many progress steps a run of this recipe reports (jobs show "step n
+    # of at most N"), from a training config (a dict of option values).
+    steps: Callable[[Mapping], int]
+
+
+def _finetune_steps(config: Mapping) -> int:
+    return int(config["epochs"]) + int(config["finetune_epochs"])
+
+
+def _probe_steps(config: Mapping) -> int:
+    return 1 if config["probe_c"] else len(C_GRID)
+
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in (
+        Recipe(
+            "finetune",
+            "head on a frozen backbone, then its top stage fine-tuned",
+            fit_finetune,
+            _finetune_steps,
+        ),
+        Recipe(
+            "probe",
+            "linear model on frozen pooled features (fast; what the shipped models use)",
+            fit_probe,
+            _probe_steps,
+        ),
+    )
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe called `name`, or ValueError naming the known ones."""
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise ValueError(f"unknown recipe {name!r}: {' or '.join(RECIPES)}") from None

@@ -14,10 +14,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from cli.upload_body import StreamedMultipart
-from web.ingest import ARCHIVE_SUFFIXES
-
-UPLOAD_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".dcm"}
-
+from models.readers import has_input_suffix, is_archive
 
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 
@@ -68,7 +65,7 @@ def zip_labelled_folder(root: Path) -> bytes:
             zf.write(root / "labels.csv", "labels.csv")
         for label in ("covid", "non_covid"):
             for f in sorted((root / label).rglob("*")) if (root / label).is_dir() else []:
-                if f.is_file() and f.suffix.lower() in UPLOAD_SUFFIXES:
+                if f.is_file() and has_input_suffix(f):
                     zf.write(f, f.relative_to(root).as_posix())
                     n += 1
     if n == 0:
@@ -77,12 +74,13 @@ def zip_labelled_folder(root: Path) -> bytes:
 
 
 def expand_paths(paths: list[str]) -> Iterator[Path]:
-    """Files as given, and image/zip files found under given folders (sorted)."""
+    """Files as given, and input files (models.readers) and zip archives found under
+    given folders (sorted)."""
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
             for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in UPLOAD_SUFFIXES | ARCHIVE_SUFFIXES:
+                if f.is_file() and (has_input_suffix(f) or is_archive(f.name)):
                     yield f
         elif p.is_file():
             yield p

@@ -1,6 +1,7 @@
 """Labelled image sets and patient-level splits.
 
-A set is either a folder with `covid/` and `non_covid/` subfolders (what users upload),
+A set is either a folder with `covid/` and `non_covid/` subfolders (what users upload;
+any input format of models.readers, DICOM files of one frame included),
 optionally with a `labels.csv` naming `patient_id`, `source` and `dup_group`, or the
 project's development data (`<set>/labels.csv` with paths relative to its parent).
 Images without a patient id are their own patient, which is the conservative choice.
@@ -16,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from models.readers import has_input_suffix
+
 LABELS = {"covid": 1, "non_covid": 0}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ def _from_folders(root: Path) -> list[Example]:
         if not folder.is_dir():
             continue
         for path in sorted(folder.rglob("*")):
-            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            if has_input_suffix(path) and path.is_file():
                 rel = path.relative_to(root).as_posix()
                 out.append(Example(path=path, label=label, patient_id=f"image:{rel}"))
     if not out:

@@ -3,11 +3,14 @@ folder on the server under an allowed root.
 
 An archive holds `covid/` and `non_covid/` folders (at any depth) and optionally a
 `labels.csv` with `filename,label,patient_id` (and `source`, `dup_group`). Members are
-read with the same limits and refusals as scan uploads; each image is stored under its
-content hash, never under a name from the archive, and a `labels.csv` of our own maps
-the stored files to labels, patients and sources. The same archive sent twice is
-stored once. Files that cannot be used are listed with their reason, not dropped
-silently.
+read with the same limits and refusals as scan uploads, and take any input format of
+the registry (models.readers); each image is stored under its content hash, never under
+a name from the archive, and a `labels.csv` of our own maps the stored files to labels,
+patients and sources. A DICOM file becomes a PNG per frame, windowed by its own
+Modality (CT through the lung window), its frames and the slices of its series kept in
+one split group so that neighbouring slices never sit on both sides of a split. The
+same archive sent twice is stored once. Files that cannot be used are listed with their
+reason, not dropped silently.
 """
 
 from __future__ import annotations
@@ -20,14 +23,16 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
+from models import readers
 from models.dataset import LABELS, Example, load_examples, split_groups
-from web.ingest import Limits, archive_members, check_image
+from models.readers import DICOM, ImageError
+from web.ingest import Limits, archive_members
 
 LABELS_FILE = "labels.csv"
 MIN_PER_LABEL = 4
-SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "BMP": ".bmp", "GIF": ".gif",
-          "WEBP": ".webp"}  # fmt: skip
+PNG_SUFFIX = readers.PNG.suffixes[0]  # decoded DICOM frames are stored as PNG
 STORED_COLUMNS = ["path", "label", "patient_id", "source", "dup_group", "original_name"]
 
 
@@ -76,13 +81,35 @@ def _read_user_labels(content: bytes) -> dict[str, dict]:
     return rows
 
 
+class _Image(NamedTuple):
+    name: str  # as the archive names it; a DICOM frame's with its number
+    content: bytes  # what is stored
+    suffix: str
+    group: str  # a split group of its own ("" for none): a DICOM file's series
+
+
+def _images(inner: str, content: bytes) -> list[_Image]:
+    """The trainable images of one archive member: itself, or a DICOM file's frames."""
+    if readers.sniff(content) is not DICOM:
+        header = readers.check_header(content)
+        return [_Image(inner, content, readers.reader_named(header.format).suffixes[0], "")]
+    image = readers.decode(content)  # windowed by the file's own Modality
+    tags, n = image.header.dicom, len(image.frames)
+    group = f"dicom:{tags.series_uid or hashlib.sha256(content).hexdigest()[:24]}"
+    return [
+        _Image(f"{inner} [frame {i}/{n}]" if n > 1 else inner, readers.png_bytes(frame),
+               PNG_SUFFIX, group)
+        for i, frame in enumerate(image.frames, start=1)
+    ]  # fmt: skip
+
+
 def unpack_archive(archive: bytes, root: Path, limits: Limits) -> Dataset:
     """Store an uploaded training archive under `root/<hash>/`; reuse it if present."""
     digest = hashlib.sha256(archive).hexdigest()[:24]
     target = root / digest
     if (target / LABELS_FILE).exists():
         return load_dataset(target)
-    images: list[tuple[str, str, bytes, str]] = []  # (inner name, label, content, format)
+    images: list[tuple[str, str, _Image]] = []  # (inner name, label, image)
     rejected: list[tuple[str, str]] = []
     user_labels: dict[str, dict] = {}
     for name, content in archive_members("dataset.zip", archive, limits):
@@ -96,32 +123,33 @@ def unpack_archive(archive: bytes, root: Path, limits: Limits) -> Dataset:
             rejected.append((inner, "not inside a covid/ or non_covid/ folder"))
         else:
             try:
-                info = check_image(content)
-            except ValueError as exc:
+                images += [(inner, label, image) for image in _images(inner, content)]
+            except ImageError as exc:
                 rejected.append((inner, str(exc)))
                 continue
-            images.append((inner, label, content, info.format))
         if len(images) + len(rejected) > limits.max_files:
             raise DatasetError(f"more than {limits.max_files} files in the archive")
     rows = []
-    for inner, label, content, fmt in images:
+    for inner, label, image in images:
         given = user_labels.get(inner) or user_labels.get("base:" + PurePosixPath(inner).name, {})
         if given.get("label") and given["label"] != label:
-            rejected.append((inner, f"labels.csv says {given['label']}, its folder says {label}"))
+            rejected.append(
+                (image.name, f"labels.csv says {given['label']}, its folder says {label}")
+            )
             continue
-        name = hashlib.sha256(content).hexdigest()[:32] + SUFFIX.get(fmt, ".img")
-        rows.append((f"{label}/{name}", label, given, inner, content))
+        name = hashlib.sha256(image.content).hexdigest()[:32] + image.suffix
+        rows.append((f"{label}/{name}", label, given, image))
     tmp = Path(tempfile.mkdtemp(dir=_ensure(root), prefix=".incoming-"))
     try:
         with open(tmp / LABELS_FILE, "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(STORED_COLUMNS)
-            for rel, label, given, inner, content in rows:
+            for rel, label, given, image in rows:
                 (tmp / label).mkdir(exist_ok=True)
-                (tmp / rel).write_bytes(content)
+                (tmp / rel).write_bytes(image.content)
                 writer.writerow(
                     [rel, label, given.get("patient_id", ""), given.get("source", "upload"),
-                     given.get("dup_group", ""), inner]
+                     given.get("dup_group") or image.group, image.name]
                 )  # fmt: skip
         with open(tmp / "rejected.csv", "w", newline="") as fh:
             writer = csv.writer(fh)

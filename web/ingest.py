@@ -1,9 +1,11 @@
-"""Turn uploaded files (images, or .zip archives of images) into stored scans.
+"""Turn uploaded files (images, DICOM, or .zip archives of them) into stored scans.
 
 Every file gets a verdict: stored, or an error the user can read. Archives are read
 member by member with limits on count and expansion; nested archives, links and
-directory entries are refused rather than followed. Images are only checked from their
-header here (cheap); full decoding happens in the worker.
+directory entries are refused rather than followed. What a file is, and whether it is
+usable, the format registry (models.readers) says: images are only checked from their
+header here (cheap) and decoded in the worker; DICOM files are decoded here, each frame
+windowed for the job's modality and stored as a PNG.
 """
 
 from __future__ import annotations
@@ -17,21 +19,16 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import NamedTuple
-
-from PIL import Image
 
 from db.jobs import IncomingScan
-from models.dicom import DicomError, is_dicom, read_dicom
-from models.preprocess import MAX_PIXELS, MIN_SIDE
+from models import readers
+from models.readers import DICOM, ImageError
 from web.storage import store_bytes
 
 # What zipfile raises on damaged archives (found by tests/unit/test_fuzz_inputs.py:
 # a mangled header gives ValueError "negative seek value", not BadZipFile).
 ZIP_ERRORS = (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, ValueError,
               EOFError, zlib.error)  # fmt: skip
-ARCHIVE_SUFFIXES = {".zip"}
-IMAGE_FORMATS = {"PNG", "JPEG", "TIFF", "BMP", "GIF", "WEBP"}
 
 
 class UploadError(ValueError):
@@ -43,34 +40,6 @@ class Limits:
     max_files: int
     max_archive_ratio: int
     max_member_bytes: int
-
-
-class ImageInfo(NamedTuple):
-    width: int
-    height: int
-    format: str
-
-
-def check_image(data: bytes) -> ImageInfo:
-    """Size and format from the header; raises ValueError with a readable reason."""
-    if not data:
-        raise ValueError("empty file")
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            fmt = im.format
-            width, height = im.size
-            im.verify()
-    except Image.DecompressionBombError:
-        raise ValueError("image has too many pixels (decompression bomb limit)") from None
-    except Exception as exc:  # Pillow raises many types for broken files
-        raise ValueError(f"not a readable image ({type(exc).__name__})") from None
-    if fmt not in IMAGE_FORMATS:
-        raise ValueError(f"unsupported image format {fmt}")
-    if width * height > MAX_PIXELS:
-        raise ValueError(f"image is {width}x{height}: over {MAX_PIXELS:,} pixels")
-    if min(width, height) < MIN_SIDE:
-        raise ValueError(f"image is {width}x{height}: smaller than {MIN_SIDE} px on a side")
-    return ImageInfo(width, height, fmt)
 
 
 def _display_name(name: str) -> str:
@@ -104,7 +73,7 @@ def archive_members(
                 continue
             if parts and (parts[0] == "__MACOSX" or parts[-1].startswith(".")):
                 continue  # resource forks and hidden files are not scans
-            if PurePosixPath(info.filename).suffix.lower() in ARCHIVE_SUFFIXES:
+            if readers.is_archive(info.filename):
                 yield name, "nested archives are not accepted"
                 continue
             if info.file_size > limits.max_member_bytes or (
@@ -129,53 +98,44 @@ def _verdict(name: str, content: bytes | str, data_dir, modality: str) -> list[I
     """Check one file and store it if usable; a DICOM file gives one scan per frame."""
     if isinstance(content, str):
         return [IncomingScan(filename=name, error=content)]
-    if is_dicom(content):
+    if readers.sniff(content) is DICOM:
         return _dicom_scans(name, content, data_dir, modality)
     try:
-        width, height, _format = check_image(content)
-    except ValueError as exc:
+        header = readers.check_header(content)
+    except ImageError as exc:
         return [IncomingScan(filename=name, size_bytes=len(content), error=str(exc))]
     digest, rel = store_bytes(data_dir, content)
     return [IncomingScan(filename=name, sha256=digest, stored_path=rel, size_bytes=len(content),
-                         width=width, height=height)]  # fmt: skip
+                         width=header.width, height=header.height)]  # fmt: skip
 
 
 def _dicom_scans(name: str, content: bytes, data_dir, modality: str) -> list[IncomingScan]:
-    """Each frame, windowed for the job's modality (models.dicom), stored as an 8-bit
-    PNG named by its hash. A multi-frame file is a series of its own; single slices
-    join the series their SeriesInstanceUID names."""
+    """Each frame, windowed for the job's modality (models.readers.dicom), stored as an
+    8-bit PNG named by its hash. A multi-frame file is a series of its own; single
+    slices join the series their SeriesInstanceUID names."""
     try:
-        image = read_dicom(content, modality)
-    except DicomError as exc:
+        image = readers.decode(content, modality)
+    except ImageError as exc:
         return [IncomingScan(filename=name, size_bytes=len(content), error=str(exc))]
+    tags = image.header.dicom
     note = None
-    if image.scanq_modality and image.scanq_modality != modality:
+    if tags.scanq_modality and tags.scanq_modality != modality:
         note = (
-            f"the DICOM file says Modality {image.modality} ({image.scanq_modality}), "
+            f"the DICOM file says Modality {tags.modality} ({tags.scanq_modality}), "
             f"but the job is for {modality}"
         )
     many = len(image.frames) > 1
-    series = (image.series_uid or name) if many else image.series_uid
+    series = (tags.series_uid or name) if many else tags.series_uid
     out = []
     for i, frame in enumerate(image.frames, start=1):
         label = f"{name} [frame {i}/{len(image.frames)}]" if many else name
         h, w = frame.shape
-        if min(h, w) < MIN_SIDE:
-            out.append(IncomingScan(filename=label, error=f"image is {w}x{h}: smaller than "
-                                    f"{MIN_SIDE} px on a side"))  # fmt: skip
-            continue
-        png = _png(frame)
+        png = readers.png_bytes(frame)
         digest, rel = store_bytes(data_dir, png)
         out.append(IncomingScan(filename=label, sha256=digest, stored_path=rel,
                                 size_bytes=len(png), width=w, height=h, series=series,
-                                frame=i if many else image.instance_number, note=note))  # fmt: skip
+                                frame=i if many else tags.instance_number, note=note))  # fmt: skip
     return out
-
-
-def _png(gray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(gray, mode="L").save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _files(
@@ -186,9 +146,7 @@ def _files(
     count = 0
     for raw_name, content in uploads:
         name = _display_name(raw_name)
-        is_zip = (
-            PurePosixPath(name).suffix.lower() in ARCHIVE_SUFFIXES or content[:4] == b"PK\x03\x04"
-        )
+        is_zip = readers.is_archive(name, content)
         for item in archive_members(name, content, limits) if is_zip else [(name, content)]:
             count += 1
             if count > limits.max_files:

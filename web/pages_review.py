@@ -13,7 +13,7 @@ from sqlalchemy import select
 from db.models import LABELS, MODALITIES, Schedule
 from db.schedules import runs
 from models.backbones import BACKBONES
-from models.preprocess import ImageError, decode_grayscale
+from models.readers import ImageError, decode_grayscale
 from web.auth import current_user
 from web.pages import bp, stored_scan_path
 from web.reviews import record_review, result_detail

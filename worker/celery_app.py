@@ -15,6 +15,8 @@ TRAIN_MODEL = "scanq.train_model"
 RECONCILE = "scanq.reconcile"
 RUN_SCHEDULE = "scanq.run_schedule"
 EXPLAIN_SCAN = "scanq.explain_scan"
+# Site monitoring (#21, worker.drift): score a model version's drift reference images.
+DRIFT_REFERENCE = "scanq.drift_reference"
 # After the soft limit the task ends its own process (worker.tasks); the hard limit is
 # the backstop for a hang that Python's signal handler cannot interrupt.
 HARD_LIMIT_GRACE_S = 60
@@ -29,6 +31,7 @@ def create_celery(settings: Settings | None = None) -> Celery:
             "worker.training",
             "worker.retraining",
             "worker.explain",
+            "worker.drift",
             "worker.signals",
         ],
     )
@@ -47,6 +50,7 @@ def create_celery(settings: Settings | None = None) -> Celery:
             RECONCILE: {"queue": INFERENCE_QUEUE},
             RUN_SCHEDULE: {"queue": INFERENCE_QUEUE},
             EXPLAIN_SCAN: {"queue": INFERENCE_QUEUE},
+            DRIFT_REFERENCE: {"queue": INFERENCE_QUEUE},
             TRAIN_MODEL: {"queue": TRAINING_QUEUE},
         },
         task_annotations={

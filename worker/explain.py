@@ -24,7 +24,8 @@ _explainers: dict[int, object] = {}
              max_retries=10)  # fmt: skip
 def explain_scan(scan_id: int) -> str:
     from models.gradcam import explainer, overlay
-    from models.preprocess import decode_grayscale, resize_square
+    from models.preprocess import resize_square
+    from models.readers import decode_grayscale
     from worker import runtime
 
     settings = get_settings()

@@ -15,21 +15,19 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from models.dicom import DicomError, is_dicom, read_dicom
-    from models.preprocess import ImageError, decode_grayscale
-    from web.ingest import Limits, archive_members, check_image
+    from models.readers import ImageError, check_header, decode, decode_grayscale
+    from web.ingest import Limits, archive_members
 
 LIMITS = Limits(max_files=50, max_archive_ratio=100, max_member_bytes=5_000_000)
 
 
 def one_input(data: bytes) -> None:
-    with contextlib.suppress(ValueError):
-        check_image(data)
     with contextlib.suppress(ImageError):
-        decode_grayscale(data)
-    if is_dicom(data):
-        with contextlib.suppress(DicomError):
-            read_dicom(data, "ct")
+        check_header(data)
+    with contextlib.suppress(ImageError):
+        decode_grayscale(data)  # DICOM files: windowed by their own Modality
+    with contextlib.suppress(ImageError):
+        decode(data, "ct")
     for _name, _content in archive_members("fuzz.zip", data, LIMITS):
         pass
 

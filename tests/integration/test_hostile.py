@@ -68,7 +68,7 @@ def test_dicom_series_and_frames_are_scored_and_summarised(stack, shared_data):
     probability, and a CT file in an X-ray job carries a warning."""
     import numpy as np
 
-    from models.preprocess import decode_grayscale
+    from models.readers import decode_grayscale
     from tests.helpers import dicom_bytes
 
     def hu_stored(path):  # grey 0..255 -> the lung window's HU range -> stored (+2048)

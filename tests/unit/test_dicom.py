@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from pydicom.uid import JPEG2000Lossless, RLELossless
 
-from models.dicom import DicomError, read_dicom
+from models.readers import DicomError, decode
 from tests.helpers import dicom_bytes
 from web.ingest import Limits, ingest
 
@@ -24,43 +24,43 @@ def test_ct_rescale_then_lung_window():
     hu[1, :] = 400  # above: white
     hu[2, :] = -1024  # air: dark grey, (-1024 + 1350) / 1500 * 255
     data = dicom_bytes(_hu_to_stored(hu, -2048), intercept=-2048)
-    (frame,) = read_dicom(data, "ct").frames
+    (frame,) = decode(data, "ct").frames
     assert frame.dtype == np.uint8
     assert frame[0, 0] == 0 and frame[1, 0] == 255 and frame[2, 0] == 55
     assert frame[5, 5] == 128  # -600 HU sits mid-grey only if the intercept was applied
 
 
 def test_real_ct_slice_survives_a_trip_through_hounsfield_units(shared_data):
-    from models.preprocess import decode_grayscale
+    from models.readers import decode_grayscale
 
     path = sorted((shared_data / "ct" / "dev" / "covid").glob("*.png"))[0]
     grey = decode_grayscale(path).astype(np.float64)
     hu = grey / 255.0 * 1500.0 - 1350.0  # what the lung window maps back to these greys
     stored = _hu_to_stored(np.round(hu), -2048)
     data = dicom_bytes(stored, intercept=-2048, compress=RLELossless)
-    (frame,) = read_dicom(data, "ct").frames
+    (frame,) = decode(data, "ct").frames
     assert np.abs(frame.astype(int) - grey.astype(int)).max() <= 1
 
 
 def test_radiograph_window_and_monochrome1():
     stored = np.tile(np.linspace(0, 4000, 64), (16, 1)).astype(np.uint16)
-    normal = read_dicom(dicom_bytes(stored, modality="DX", window=(2000, 2000)), "xray")
-    inverted = read_dicom(dicom_bytes(stored, modality="CR", photometric="MONOCHROME1",
+    normal = decode(dicom_bytes(stored, modality="DX", window=(2000, 2000)), "xray")
+    inverted = decode(dicom_bytes(stored, modality="CR", photometric="MONOCHROME1",
                                       window=(2000, 2000)), "xray")  # fmt: skip
     a, b = normal.frames[0], inverted.frames[0]
     assert a[0, 0] == 0 and a[0, -1] == 255  # window 1000..3000: the ends are clipped
     assert (a[0, :10] == 0).all() and (a[0, -10:] == 255).all()
     np.testing.assert_array_equal(b, 255 - a)  # MONOCHROME1: high values are dark
-    assert normal.scanq_modality == inverted.scanq_modality == "xray"
+    assert normal.header.dicom.scanq_modality == inverted.header.dicom.scanq_modality == "xray"
 
 
 def test_frames_and_compressed_syntaxes_decode_alike():
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 2500, (40, 48)).astype(np.uint16) for _ in range(3)]
-    plain = read_dicom(dicom_bytes(frames, intercept=-1024), "ct").frames
+    plain = decode(dicom_bytes(frames, intercept=-1024), "ct").frames
     assert len(plain) == 3 and all(f.shape == (40, 48) for f in plain)
     for syntax in (RLELossless, JPEG2000Lossless):
-        again = read_dicom(dicom_bytes(frames, intercept=-1024, compress=syntax), "ct").frames
+        again = decode(dicom_bytes(frames, intercept=-1024, compress=syntax), "ct").frames
         for x, y in zip(plain, again, strict=True):
             np.testing.assert_array_equal(x, y)
 
@@ -92,7 +92,7 @@ def test_broken_dicom_is_a_clear_error(data, message):
     """Each is this file's own error (DicomError), which ingest turns into a failed row;
     anything else would fail the whole upload."""
     with pytest.raises(DicomError, match=message):
-        read_dicom(data, "ct")
+        decode(data, "ct")
 
 
 def test_no_pixel_data_is_a_clear_error():
@@ -106,7 +106,7 @@ def test_no_pixel_data_is_a_clear_error():
     buf = io.BytesIO()
     ds.save_as(buf)
     with pytest.raises(DicomError, match="no pixel data"):
-        read_dicom(buf.getvalue(), "ct")
+        decode(buf.getvalue(), "ct")
 
 
 def test_ingest_makes_one_scan_per_frame_with_series_and_a_modality_warning(tmp_path):

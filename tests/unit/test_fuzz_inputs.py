@@ -12,10 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models.dicom import DicomError, is_dicom, read_dicom
-from models.preprocess import ImageError, decode_grayscale
+from models.readers import DICOM, ImageError, check_header, decode, decode_grayscale
 from tests.helpers import dicom_bytes, png, zip_of
-from web.ingest import Limits, archive_members, check_image
+from web.ingest import Limits, archive_members
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "hostile"
 SEEDS = [
@@ -51,8 +50,8 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 @given(st.one_of(mutated(), st.binary(max_size=512)))
 def test_image_readers_fail_only_with_their_own_errors(data):
     try:
-        check_image(data)
-    except ValueError as exc:
+        check_header(data)
+    except ImageError as exc:
         assert str(exc)
     try:
         out = decode_grayscale(data)
@@ -64,13 +63,13 @@ def test_image_readers_fail_only_with_their_own_errors(data):
 @FUZZ
 @given(mutated())
 def test_dicom_reader_fails_only_with_its_own_error(data):
-    if not is_dicom(data):
+    if not DICOM.sniff(data):
         return
     for modality in ("ct", "xray"):
         try:
-            image = read_dicom(data, modality)
+            image = decode(data, modality)
             assert all(f.dtype == np.uint8 and f.ndim == 2 for f in image.frames)
-        except DicomError as exc:
+        except ImageError as exc:
             assert str(exc)
 
 

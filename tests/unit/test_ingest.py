@@ -3,8 +3,9 @@ import io
 import pytest
 from PIL import Image
 
+from models.readers import check_header
 from tests.helpers import png, zip_of
-from web.ingest import Limits, UploadError, check_image, ingest
+from web.ingest import Limits, UploadError, ingest
 
 LIMITS = Limits(max_files=50, max_archive_ratio=100, max_member_bytes=10 * 1024 * 1024)
 
@@ -80,9 +81,9 @@ def test_too_many_files_rejects_the_request(tmp_path):
         (png(size=8), "smaller than 16"),
     ],
 )
-def test_check_image_reasons(data, reason):
+def test_check_header_reasons(data, reason):
     with pytest.raises(ValueError, match=reason):
-        check_image(data)
+        check_header(data)
 
 
 def test_decompression_bomb_header_is_refused():
@@ -91,4 +92,4 @@ def test_decompression_bomb_header_is_refused():
     buf = io.BytesIO()
     im.save(buf, "PNG", compress_level=9)
     with pytest.raises(ValueError, match="pixels"):
-        check_image(buf.getvalue())
+        check_header(buf.getvalue())

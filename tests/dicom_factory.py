@@ -147,7 +147,7 @@ def dx_study(paths: list[Path], views: list[str], *, patient_id: str = "DX-TEST-
         ds.ImageType = ["ORIGINAL", "PRIMARY"]
         ds.PresentationIntentType = "FOR PRESENTATION"
         ds.ViewPosition = view
-        ds.PatientOrientation = ["L", "F"] if view == "LL" else ["R", "F"]
+        ds.PatientOrientation = ["A", "F"] if view == "LL" else ["L", "F"]
         ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0.0, 1.0, "US"
         ds.WindowCenter, ds.WindowWidth = (top + 1) / 2, top + 1
         ds.PixelIntensityRelationship, ds.PixelIntensityRelationshipSign = "LIN", 1

@@ -43,6 +43,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     from web.auth import init_auth
 
     init_auth(app)  # cookie flags, CSRF, and who is asking, before any route
+    from web import monitoring  # noqa: F401 - #21: routes on api.bp and pages.bp, drift banner
+
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
     app.jinja_env.globals["DISCLAIMER"] = DISCLAIMER

@@ -4,10 +4,11 @@ names from the archive never become paths, and a set too small to split is refus
 import csv
 import os
 
+import numpy as np
 import pytest
 
-from models.dataset import load_examples
-from tests.helpers import png, zip_of
+from models.dataset import load_examples, split_groups
+from tests.helpers import dicom_bytes, png, zip_of
 from web.datasets import DatasetError, load_dataset, resolve_server_folder, unpack_archive
 from web.ingest import Limits
 
@@ -106,3 +107,46 @@ def test_rejection_reasons_survive_odd_file_names(tmp_path):
     ds = unpack_archive(_set(extra={odd: b"text"}), tmp_path / "datasets", LIMITS)
     again = load_dataset(ds.path)  # read back from rejected.csv
     assert {r["filename"] for r in again.summary()["rejected"]} == {odd}
+
+
+def _slices(seed: int, n: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 2500, (40, 40)).astype(np.uint16) for _ in range(n)]
+
+
+def test_dicom_in_a_training_archive_or_folder_trains(tmp_path):
+    """DICOM files in covid/ and non_covid/: an archive's become a PNG per frame, each
+    file's frames (and a series' slices) in one split group; a folder's single-frame
+    files are read as they are. A tiny run trains on the archive's."""
+    from models.train import TrainConfig, train
+
+    entries = {f"set/covid/vol{v}.dcm": dicom_bytes(_slices(v, 3), series_uid=f"1.2.{v}")
+               for v in range(4)}  # fmt: skip
+    entries |= {f"set/covid/s{k}.dcm": dicom_bytes(one, modality="DX", instance=k)
+                for k, one in enumerate(_slices(9, 4))}  # fmt: skip
+    entries |= {f"set/non_covid/n{i}.png": png(300 + i) for i in range(12)}
+    entries["set/non_covid/cut.dcm"] = dicom_bytes(_slices(10, 1)[0])[:-600]  # truncated
+    ds = unpack_archive(zip_of(entries), tmp_path / "datasets", LIMITS)
+    summary = ds.summary()
+    assert (summary["n_covid"], summary["n_non_covid"]) == (16, 12)
+    assert "cannot decode DICOM pixel data" in dict(ds.rejected)["set/non_covid/cut.dcm"]
+    assert all(e.path.suffix == ".png" for e in ds.examples)
+    groups = dict(zip((e.path for e in ds.examples), split_groups(ds.examples), strict=True))
+    with open(ds.path / "labels.csv", newline="") as fh:
+        names = {ds.path / r["path"]: r["original_name"] for r in csv.DictReader(fh)}
+    volume = {groups[p] for p, name in names.items() if name.startswith("set/covid/vol0.dcm [")}
+    assert len(volume) == 1 and summary["n_patients"] == 4 + 4 + 12
+    result = train(TrainConfig(modality="ct", backbone="smallcnn", input_size=32, epochs=1,
+                               finetune_epochs=0, weights=None), ds.examples)  # fmt: skip
+    assert result.card["skipped_unreadable"] == []
+    assert sum(result.card["split"][part] for part in ("train", "val", "test")) == 28
+
+    folder = tmp_path / "folder"
+    for label, seed in (("covid", 20), ("non_covid", 30)):
+        (folder / label).mkdir(parents=True)
+        for k, one in enumerate(_slices(seed, 4)):
+            (folder / label / f"{k}.dcm").write_bytes(dicom_bytes(one))
+    from models.decode import decode_examples
+
+    examples, x, skipped = decode_examples(load_dataset(folder).examples, 32)
+    assert len(examples) == 8 and x.shape == (8, 32, 32, 1) and skipped == []

@@ -393,3 +393,40 @@ class StudyJob(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), unique=True)
     modality: Mapped[str] = mapped_column(String(8))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# --- DICOM out (issue #19): result objects sent back to a PACS, per study job ----------
+
+DELIVERY_STATUSES = ("pending", "sent", "failed")
+DELIVERY_PROTOCOLS = ("dimse", "stow")
+
+
+class DicomDelivery(Base):
+    """The results of one job of a study (an SR and heat-map Secondary Captures) sent
+    back as DICOM: to whom, how, and how it went. `pending` until the destination took
+    every object (`sent`) or the retries ran out (`failed`, with the reason); a resend
+    sets it back to pending. `sop_instance_uids` are the objects' derived UIDs, the same
+    on every send, so a PACS replaces rather than duplicates them."""
+
+    __tablename__ = "dicom_delivery"
+    __table_args__ = (UniqueConstraint("study_id", "job_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
+    protocol: Mapped[str] = mapped_column(String(8))
+    peer_id: Mapped[int | None] = mapped_column(ForeignKey("dicom_peer.id", ondelete="SET NULL"))
+    dicomweb_source_id: Mapped[int | None] = mapped_column(
+        ForeignKey("dicomweb_source.id", ondelete="SET NULL")
+    )
+    destination: Mapped[str] = mapped_column(String(300))  # as it was described when sent
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str | None] = mapped_column(Text)
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    objects: Mapped[int] = mapped_column(Integer, default=0)
+    sop_instance_uids: Mapped[list] = mapped_column(JSON, default=list)
+    requested_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

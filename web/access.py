@@ -9,7 +9,7 @@ from sqlalchemy import Select
 
 from db.models import Job, Scan
 from web.auth import current_user
-from web.services import ApiError
+from web.http import ApiError
 
 
 def owner_name() -> str:

@@ -19,17 +19,10 @@ from db.registry import (
 )
 from scanq import DISCLAIMER
 from web.access import may_see, owner_name, require_admin, visible
+from web.http import ApiError, boolean_field, bounded_number, db_session, settings
 from web.multipart import MalformedUpload
 from web.serialize import iso, job_json, model_json, result_json, results_csv
-from web.services import (
-    NO_FILES,
-    ApiError,
-    boolean_field,
-    bounded_number,
-    db_session,
-    settings,
-    submit_inference_job,
-)
+from web.submission import NO_FILES, submit_inference_job
 from web.training import submit_training_job
 from web.upload_form import open_upload
 

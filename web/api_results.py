@@ -9,8 +9,8 @@ from db.models import MODALITIES
 from db.reviews import pool
 from web.access import require_admin
 from web.api import bp
+from web.http import ApiError, db_session
 from web.reviews import heatmap_file, record_review, result_detail, review_json
-from web.services import ApiError, db_session
 
 
 @bp.get("/results/<int:scan_id>")

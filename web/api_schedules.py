@@ -10,6 +10,7 @@ from db.models import Schedule
 from db.schedules import runs
 from web.access import require_admin
 from web.api import bp
+from web.http import db_session
 from web.schedules import (
     create_schedule,
     delete_schedule,
@@ -18,7 +19,6 @@ from web.schedules import (
     schedule_json,
     update_schedule,
 )
-from web.services import db_session
 
 
 def _body():

@@ -36,7 +36,7 @@ from werkzeug.exceptions import HTTPException
 from db.accounts import audit, check_password, match_token, touch_token
 from db.models import User
 from db.session import session_scope
-from web.services import db_session, settings
+from web.http import db_session, settings
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,9 @@ from web import monitoring_plots as plots
 from web.api import bp as api_bp
 from web.auth import current_user
 from web.extensions import get_celery
+from web.http import ApiError, db_session, settings
 from web.pages import bp as pages_bp
-from web.services import ApiError, db_session, resolve_model_version, settings
+from web.submission import resolve_model_version
 from worker.celery_app import DRIFT_REFERENCE
 
 log = logging.getLogger(__name__)

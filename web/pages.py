@@ -16,17 +16,10 @@ from db.registry import active_version
 from models.backbones import BACKBONES
 from models.report import REPORT_FILES
 from web.access import may_see, owner_name, require_admin, visible, visible_scan
+from web.http import ApiError, boolean_field, bounded_number, db_session, settings
 from web.multipart import MalformedUpload
 from web.serialize import ood_warning, result_status
-from web.services import (
-    NO_FILES,
-    ApiError,
-    boolean_field,
-    bounded_number,
-    db_session,
-    settings,
-    submit_inference_job,
-)
+from web.submission import NO_FILES, submit_inference_job
 from web.training import submit_training_job
 from web.upload_form import open_upload
 

@@ -9,8 +9,8 @@ from flask import abort, redirect, render_template, request, url_for
 from db.accounts import AccountError, issue_token, revoke_token, token_rows, user_rows
 from db.models import ROLES
 from web.auth import current_user
+from web.http import db_session
 from web.pages import bp
-from web.services import db_session
 
 
 def _users_page(error: str | None = None, status: int = 200, **shown):

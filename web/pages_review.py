@@ -15,6 +15,7 @@ from db.schedules import runs
 from models.backbones import BACKBONES
 from models.readers import ImageError, decode_grayscale
 from web.auth import current_user
+from web.http import ApiError, db_session
 from web.pages import bp, stored_scan_path
 from web.reviews import record_review, result_detail
 from web.schedules import (
@@ -25,7 +26,6 @@ from web.schedules import (
     schedule_json,
     update_schedule,
 )
-from web.services import ApiError, db_session
 
 
 @bp.get("/results/<int:scan_id>")

@@ -13,8 +13,8 @@ from db.reviews import ReviewError, save_review
 from scanq import DISCLAIMER
 from web.access import may_see, owner_name
 from web.extensions import get_celery
+from web.http import ApiError, db_session, settings
 from web.serialize import iso, result_json
-from web.services import ApiError, db_session, settings
 from worker.celery_app import EXPLAIN_SCAN
 
 

@@ -12,8 +12,8 @@ from db.models import Schedule, ScheduleRun, utcnow
 from web.access import owner_name, require_admin
 from web.datasets import DatasetError, resolve_server_folder
 from web.extensions import get_celery
+from web.http import ApiError, boolean_field, bounded_number, db_session, settings
 from web.serialize import iso
-from web.services import ApiError, boolean_field, bounded_number, db_session, settings
 from web.training import parse_training_request
 from worker.beat import BadSchedule, celery_schedule, sync_schedule
 

@@ -15,8 +15,8 @@ from models.backbones import BACKBONES, PROBE_POOLS
 from models.train import expected_steps
 from web.datasets import Dataset, DatasetError, load_dataset, resolve_server_folder, unpack_archive
 from web.extensions import get_celery
+from web.http import ApiError, boolean_field, bounded_number, db_session, settings
 from web.ingest import Limits
-from web.services import ApiError, boolean_field, bounded_number, db_session, settings
 from worker.celery_app import TRAIN_MODEL
 
 log = logging.getLogger(__name__)

@@ -3,65 +3,18 @@ request, then store the files and queue their batches as they arrive (web.job_up
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
-from flask import current_app
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
 from db.accounts import audit
 from db.models import MODALITIES, Job, ModelVersion
 from db.registry import active_version
-from db.session import session_scope
-from scanq.settings import Settings
+from web.http import ApiError, db_session, settings
 from web.ingest import Limits, UploadError, ingest_chunks
 from web.job_upload import JobUpload, UploadCancelled
 from web.multipart import MalformedUpload
-
-log = logging.getLogger(__name__)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-def bounded_number(values: Mapping[str, str], name: str, kind: type, default, lo: float, hi: float):
-    """A number from form fields or query arguments, with a 400 that says what is
-    wrong; `default` when the field is absent or empty."""
-    raw = (values.get(name) or "").strip()
-    if raw == "":
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        what = "an integer" if kind is int else "a number"
-        raise ApiError(400, f"bad_{name}", f"{name} must be {what}") from None
-    if not lo <= value <= hi:
-        raise ApiError(400, f"bad_{name}", f"{name} must be between {lo:g} and {hi:g}")
-    return value
-
-
-TRUE = {"1", "true", "yes", "on"}
-FALSE = {"", "0", "false", "no", "off"}
-
-
-def boolean_field(values: Mapping[str, str], name: str) -> bool:
-    """A yes/no form field (absent is no), with a 400 for anything else."""
-    raw = (values.get(name) or "").strip().lower()
-    if raw not in TRUE | FALSE:
-        raise ApiError(400, f"bad_{name}", f"{name} must be true or false")
-    return raw in TRUE
-
-
-def settings() -> Settings:
-    return current_app.config["SCANQ_SETTINGS"]
-
-
-def db_session():
-    return session_scope(settings().database_url)
 
 
 def resolve_model_version(session: Session, modality: str, requested: str | None) -> ModelVersion:

@@ -11,7 +11,8 @@ import click
 
 from cli.accounts import token, user
 from cli.client import ApiError, Client, expand_paths, zip_labelled_folder
-from models.backbones import PROBE_POOLS
+from cli.train_options import as_fields as option_fields
+from cli.train_options import training_options
 from scanq import DISCLAIMER
 from scanq.settings import get_settings
 
@@ -250,42 +251,19 @@ def results(job_id, csv_path, url) -> None:
     help="folder with covid/ and non_covid/ (and optional labels.csv), or a .zip of one",
 )
 @click.option("--server-path", default=None, help="a folder on the server instead of --data")
-@click.option("--backbone", default="efficientnet_lite0", show_default=True)
-@click.option("--recipe", type=click.Choice(["finetune", "probe"]), default="finetune",
-              show_default=True, help="probe: linear model on frozen features (fast)")  # fmt: skip
-@click.option("--equalize", is_flag=True, help="histogram equalisation inside the model")
-@click.option("--probe-pool", type=click.Choice(PROBE_POOLS), default="avg",
-              show_default=True, help="probe features: means, or means and spreads")  # fmt: skip
-@click.option("--probe-scales", default=None,
-              help="further sizes the probe also pools at, comma-separated (e.g. 288)")  # fmt: skip
-@click.option("--probe-imagenet-view", type=int, default=None,
-              help="size of an extra unequalised, ImageNet-scaled view (e.g. 224)")  # fmt: skip
-@click.option("--epochs", type=int, default=None, help="head-only epochs (default 30)")
-@click.option("--finetune-epochs", type=int, default=None, help="fine-tuning epochs (default 15)")
-@click.option("--input-size", type=int, default=None, help="pixels (default: the backbone's)")
-@click.option("--seed", type=int, default=None)
-@click.option("--no-pretrained", is_flag=True, help="random start instead of ImageNet weights")
+@training_options
+@click.option("--no-pretrained", is_flag=True, hidden=True, help="the same as --weights none")
 @click.option("--activate", is_flag=True, help="make the new version active when it is done")
 @click.option("--wait", is_flag=True, help="show progress until the run ends")
 @url_option
-def train(modality, data, server_path, backbone, recipe, equalize, probe_pool, probe_scales,
-          probe_imagenet_view, epochs,
-          finetune_epochs, input_size, seed, no_pretrained, activate, wait,
-          url) -> None:  # fmt: skip
-    """Train a model version on a labelled set, on the training queue; prints the job id."""
+def train(modality, data, server_path, no_pretrained, activate, wait, url, **options) -> None:
+    """Train a model version on a labelled set, on the training queue; prints the job id.
+    Options a recipe does not use are refused for it (see each option's recipe)."""
     if bool(data) == bool(server_path):
         raise click.UsageError("give exactly one of --data and --server-path")
-    fields = {"modality": modality, "backbone": backbone, "activate": str(activate).lower(),
-              "recipe": recipe, "equalize": str(equalize).lower(),
-              "probe_pool": probe_pool}  # fmt: skip
-    for name, value in (("epochs", epochs), ("finetune_epochs", finetune_epochs),
-                        ("input_size", input_size), ("seed", seed),
-                        ("probe_scales", probe_scales),
-                        ("probe_imagenet_view", probe_imagenet_view)):  # fmt: skip
-        if value is not None:
-            fields[name] = str(value)
     if no_pretrained:
-        fields["weights"] = "none"
+        options["weights"] = "none"
+    fields = {"modality": modality, "activate": str(activate).lower(), **option_fields(options)}
     archive = None
     if server_path:
         fields["data_path"] = server_path

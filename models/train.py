@@ -19,7 +19,7 @@ import logging
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -31,56 +31,17 @@ from models.decode import decode_examples
 from models.fitting import ProgressFn, StopFn, predict
 from models.ood_calibration import calibrate_version, other_modality_inputs
 from models.recipes import get_recipe
+from models.training_options import (
+    OPTIONS,
+    Option,
+    OptionError,
+    TrainConfig,
+    check_config,
+    defaults,
+)
 from models.version import TrainResult, save_version
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    """Settings of one training run. With a pretrained backbone, phase 1 trains the head
-    on a frozen backbone and phase 2 fine-tunes the top of the backbone at a lower rate;
-    a randomly initialised backbone trains whole in one phase."""
-
-    modality: str
-    backbone: str = "efficientnet_lite0"
-    input_size: int = 224
-    epochs: int = 30
-    batch_size: int = 16
-    learning_rate: float = 1e-3
-    finetune_epochs: int = 15
-    finetune_learning_rate: float = 1e-4
-    # First layer (name prefix) that is fine-tuned; "" takes the backbone's top stage.
-    finetune_from: str = ""
-    dropout: float = 0.3
-    patience: int = 6
-    target_sensitivity: float = 0.9
-    seed: int = 0
-    weights: str | None = "auto"
-    hflip: bool = False  # left-right flip augmentation
-    equalize: bool = False  # per-image histogram equalisation inside the model
-    crop: float = 0.0  # fraction cut from each edge inside the model (models.backbones._stem)
-    # "finetune": head, then the backbone's top stage (augmented, by gradient descent);
-    # "probe": a logistic regression on frozen pooled features (models.probe).
-    recipe: str = "finetune"
-    probe_c: float = 0.0  # the probe's inverse L2 strength; 0 chooses it on validation
-    probe_layers: tuple[str, ...] = ()  # layers the probe pools; () = the backbone's own
-    probe_pool: str = "avg"  # "avg_std" adds each depth's spatial spread (models.layers)
-    # Further sizes the probe's backbone also sees the image at (models.backbones).
-    probe_scales: tuple[int, ...] = ()
-    # Size of a further unequalised, ImageNet-scaled view (models.backbones); 0: none.
-    probe_imagenet_view: int = 0
-    # Refit the probe on training + validation patients once C is chosen (models.probe).
-    probe_refit: bool = True
-    extra: dict = field(default_factory=dict)
-
-
-def expected_steps(config: dict) -> int:
-    """How many progress steps a run reports (models.recipes). Jobs show "step n of at
-    most N"."""
-    defaults = asdict(TrainConfig(modality=""))
-    full = {**defaults, **config}
-    return get_recipe(full["recipe"]).steps(full)
 
 
 def train(
@@ -165,8 +126,22 @@ def train(
                        seen_examples=seen)  # fmt: skip
 
 
-def _sizes(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split(",") if part.strip())
+def _add_argument(ap: argparse.ArgumentParser, option: Option) -> None:
+    """One flag per option (models.training_options); only the flags given are set."""
+
+    def parse(text: str):
+        try:
+            return option.parse(text)
+        except OptionError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    if option.kind == "bool":
+        ap.add_argument(option.flag, action=argparse.BooleanOptionalAction,
+                        default=argparse.SUPPRESS, help=option.describe())  # fmt: skip
+    else:
+        default = option.format(option.default)
+        ap.add_argument(option.flag, type=parse, default=argparse.SUPPRESS,
+                        help=f"{option.describe()}; default {default!r}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,23 +149,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modality", required=True, choices=["xray", "ct"])
     ap.add_argument("--data", required=True, help="dev data root or a covid/non_covid folder")
     ap.add_argument("--out", required=True)
-    defaults = TrainConfig(modality="xray")
-    for name in ("backbone", "input_size", "epochs", "batch_size", "learning_rate",
-                 "finetune_epochs", "finetune_learning_rate", "finetune_from", "dropout",
-                 "patience", "seed", "recipe", "probe_c", "probe_pool",
-                 "probe_imagenet_view"):  # fmt: skip
-        value = getattr(defaults, name)
-        ap.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
-    ap.add_argument("--probe-scales", type=_sizes, default=(),
-                    help="further sizes the probe also pools at, e.g. 288,320")  # fmt: skip
-    ap.add_argument("--hflip", action="store_true", help="left-right flip augmentation")
-    ap.add_argument("--equalize", action="store_true", help="histogram equalisation in the model")
+    for option in OPTIONS.values():
+        _add_argument(ap, option)
     ap.add_argument("--cv-report", help="bench/cv.py output whose figures go into the card")
     ap.add_argument("--cv-setting", help="the setting of --cv-report this run follows")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    own = ("data", "out", "cv_report", "cv_setting")
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k not in own})
+    given = {k: v for k, v in vars(args).items() if k in OPTIONS}
+    try:
+        config = check_config({**defaults(), **given}, given)
+    except OptionError as exc:
+        ap.error(str(exc))
+    cfg = TrainConfig(modality=args.modality, **config)
     examples = load_examples(args.data, args.modality)
     log.info("%d examples", len(examples))
     other = other_modality_inputs(Path(args.data), args.modality, cfg.input_size)

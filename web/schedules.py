@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 from db.accounts import audit
 from db.models import Schedule, ScheduleRun, utcnow
+from models.training_options import OPTIONS, as_fields
 from web.access import owner_name, require_admin
 from web.datasets import DatasetError, resolve_server_folder
 from web.extensions import get_celery
@@ -18,11 +19,8 @@ from web.training import parse_training_request
 from worker.beat import BadSchedule, celery_schedule, sync_schedule
 
 log = logging.getLogger(__name__)
-TRAINING_FIELDS = ("modality", "backbone", "recipe", "equalize", "hflip", "weights",
-                   "epochs", "finetune_epochs", "batch_size", "learning_rate",
-                   "finetune_learning_rate", "dropout", "patience", "target_sensitivity",
-                   "seed", "probe_c", "input_size", "probe_pool", "probe_scales",
-                   "probe_imagenet_view")  # fmt: skip
+# What a schedule's training run takes: the modality and every public training option.
+TRAINING_FIELDS = ("modality", *(o.name for o in OPTIONS.values() if o.public))
 
 
 def _text(values: Mapping, name: str) -> str:
@@ -73,9 +71,7 @@ def parse_schedule(values: Mapping, current: Schedule | None = None) -> dict:
 
 def _as_form(s: Schedule) -> dict:
     """A stored schedule as the fields that made it (so an edit can change one)."""
-    out = {k: v for k, v in (s.config or {}).items() if k in TRAINING_FIELDS}
-    if out.get("probe_scales") is not None:  # stored as a list, asked for as "288,320"
-        out["probe_scales"] = ",".join(str(size) for size in out["probe_scales"])
+    out = {k: v for k, v in as_fields(s.config or {}).items() if k in TRAINING_FIELDS}
     out |= {
         "modality": s.modality,
         "name": s.name,
@@ -85,7 +81,6 @@ def _as_form(s: Schedule) -> dict:
         "min_new_labels": s.min_new_labels,
         "margin": s.margin,
         "enabled": s.enabled,
-        "weights": "none" if (s.config or {}).get("weights") is None else "auto",
     }
     return out
 

@@ -23,7 +23,7 @@ from db.reviews import new_labels, pool
 from db.schedules import add_run, claim_firing, min_gap_seconds
 from db.session import session_scope
 from db.training_jobs import create_training_job, mark_sent
-from models.train import expected_steps
+from models.training_options import expected_steps
 from scanq.settings import Settings, get_settings
 from worker.celery_app import RUN_SCHEDULE, TRAIN_MODEL
 

@@ -16,11 +16,26 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _runtime_nodes(tree: ast.AST):
+    """Every node but those under `if TYPE_CHECKING:` (imports for annotations only)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        for child in ast.iter_child_nodes(node):
+            test = child.test if isinstance(child, ast.If) else None
+            name = getattr(test, "id", None) or getattr(test, "attr", None)
+            if name == "TYPE_CHECKING":
+                todo.extend(child.orelse)
+            else:
+                todo.append(child)
+
+
 def _imports(path: Path, known: set[str]) -> set[str]:
-    """ScanQ modules `path` imports anywhere in its body (`from pkg import mod` counts
-    as importing pkg.mod when that is a module)."""
+    """ScanQ modules `path` imports anywhere in its body at run time (`from pkg import
+    mod` counts as importing pkg.mod when that is a module)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in _runtime_nodes(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -71,3 +86,20 @@ def test_no_import_circle_among_scanq_modules():
     graph = _graph()
     assert "models.train" in graph and "models.recipes" in graph["models.train"]
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+
+
+def test_the_web_process_imports_no_tensorflow_nor_training_code(tmp_path):
+    """The web app with every blueprint registered, in a fresh interpreter. (It reads the
+    training options and the recipe table, which import neither.)"""
+    probe = (
+        "import sys\n"
+        "from web.app import create_app\n"
+        "create_app()\n"
+        "heavy = ('tensorflow', 'keras', 'models.train', 'sklearn')\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    env = {"SCANQ_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "", f"the web process imported {done.stdout.strip()}"

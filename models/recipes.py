@@ -42,6 +42,8 @@ class Recipe:
     # At most how many progress steps a run of this recipe reports (jobs show "step n
     # of at most N"), from a training config (a dict of option values).
     steps: Callable[[Mapping], int]
+    # False for a recipe that trains on no labelled image set (its job takes none).
+    needs_dataset: bool = True
 
 
 def _finetune_steps(config: Mapping) -> int:

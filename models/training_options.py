@@ -143,6 +143,7 @@ class Option:
 
 FINETUNE = ("finetune",)
 PROBE = ("probe",)
+IMAGES = ("finetune", "probe")  # the recipes that fit a network to images
 SIZE = {"low": 32, "high": 512}
 
 OPTIONS: dict[str, Option] = {
@@ -151,12 +152,13 @@ OPTIONS: dict[str, Option] = {
         Option("recipe", "choice", "finetune", "how the model is fitted: " + "; ".join(
                f"{r.name}, {r.help}" for r in RECIPES.values()), choices=tuple(RECIPES)),
         Option("backbone", "choice", "efficientnet_lite0", "the network",
-               choices=tuple(BACKBONES)),
+               choices=tuple(BACKBONES), recipes=IMAGES),
         Option("input_size", "int", 0, "pixels the model sees", zero="the backbone's own",
-               **SIZE),
+               recipes=IMAGES, **SIZE),
         Option("weights", "choice", "auto", "backbone start: ImageNet weights where present, "
-               "or random", choices=("auto", "none"), none_choice="none"),
-        Option("equalize", "bool", False, "per-image histogram equalisation inside the model"),
+               "or random", choices=("auto", "none"), none_choice="none", recipes=IMAGES),
+        Option("equalize", "bool", False, "per-image histogram equalisation inside the model",
+               recipes=IMAGES),
         Option("seed", "int", 0, "random seed of the split and the fit", low=0, high=2**31 - 1),
         Option("target_sensitivity", "float", 0.9, "sensitivity the threshold is chosen for "
                "on validation", low=0.5, high=0.999),
@@ -176,7 +178,7 @@ OPTIONS: dict[str, Option] = {
         Option("finetune_from", "text", "", "first layer (name prefix) fine-tuned; empty: "
                "the backbone's top stage", recipes=FINETUNE, public=False),
         Option("crop", "float", 0.0, "fraction cut from each edge inside the model",
-               low=0.0, high=0.4, public=False),
+               low=0.0, high=0.4, recipes=IMAGES, public=False),
         Option("probe_c", "float", 0.0, "the probe's inverse L2 strength", low=0.0, high=100.0,
                zero="chosen on validation", recipes=PROBE),
         Option("probe_pool", "choice", "avg", "probe features: spatial means, or means and "

@@ -42,6 +42,8 @@ def web_command(port: int, workers: int = 2, host: str = "127.0.0.1") -> list[st
         "--threads", "4",
         "--timeout", "600",
         "--access-logfile", "-",
+        # prometheus_client's multiprocess directory for /metrics (#21)
+        "--config", "python:web.gunicorn_conf",
         "web.wsgi:app",
     ]  # fmt: skip
 

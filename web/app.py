@@ -44,6 +44,9 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     init_auth(app)  # cookie flags, CSRF, and who is asking, before any route
     from web import monitoring  # noqa: F401 - #21: routes on api.bp and pages.bp, drift banner
+    from web.metrics import init_metrics
+
+    init_metrics(app)  # /metrics (#21)
 
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)

@@ -150,3 +150,28 @@ def test_monitoring_never_imports_tensorflow(app):
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]"
+
+
+def test_metrics_count_jobs_images_and_labels(client, app):
+    ids = _scored_job(client, app, [0.2, 0.9], ood=[0.5, 1.5])
+    client.post(f"/api/v1/results/{ids[0]}/review", json={"label": "non_covid"})
+    resp = client.get("/metrics")
+    assert resp.status_code == 200 and resp.mimetype.startswith("text/plain")
+    text = resp.get_data(as_text=True)
+    assert 'scanq_jobs{kind="inference",status="succeeded"} 1.0' in text
+    assert 'scanq_images_scored_total{modality="xray"} 2.0' in text
+    assert 'scanq_images_flagged_ood_total{modality="xray"} 1.0' in text
+    assert 'scanq_ood_share{modality="xray"} 0.5' in text
+    assert 'scanq_confirmed_labels{agrees_with_model="true",modality="xray"} 1.0' in text
+    assert "scanq_batch_queue_seconds_count" in text and "scanq_drift_alert{" in text
+    asked = 'scanq_http_requests_total{endpoint="api.api_monitoring",method="GET",status="200"}'
+
+    def answered(body: str) -> float:  # counters of this process live across tests
+        line = next((x for x in body.splitlines() if x.startswith(asked)), None)
+        return float(line.split()[-1]) if line else 0.0
+
+    before = answered(text)
+    client.get("/api/v1/monitoring?modality=xray")
+    assert answered(client.get("/metrics").get_data(as_text=True)) == before + 1
+    anonymous = app.test_client().get("/metrics")
+    assert anonymous.status_code in (302, 401)  # a scraper sends a token like any client

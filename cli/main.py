@@ -11,6 +11,7 @@ import click
 
 from cli.accounts import token, user
 from cli.client import ApiError, Client, expand_paths, zip_labelled_folder
+from cli.dicom import dicom, dicom_listener, pull
 from cli.train_options import as_fields as option_fields
 from cli.train_options import training_options
 from scanq import DISCLAIMER
@@ -294,6 +295,10 @@ def train(modality, data, server_path, no_pretrained, activate, wait, url, **opt
 
 cli.add_command(token)
 cli.add_command(user)
+# DICOM in (issue #19): peers and sources, the listener, pulls by query.
+cli.add_command(dicom)
+cli.add_command(dicom_listener)
+cli.add_command(pull)
 
 
 @cli.group()

@@ -34,6 +34,11 @@ def beat_command() -> list[str]:
     return [*celery_bin(), "-A", "worker.app", "beat", "--loglevel", "INFO"]
 
 
+def listener_command() -> list[str]:
+    """The DICOM listener (pacs.listener) on SCANQ_DICOM_HOST:SCANQ_DICOM_PORT."""
+    return [sys.executable, "-m", "cli.main", "dicom-listener"]
+
+
 def web_command(port: int, workers: int = 2, host: str = "127.0.0.1") -> list[str]:
     return [
         sys.executable, "-m", "gunicorn",

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import click
 
-from cli.processes import beat_command, web_command, worker_command
+from cli.processes import beat_command, listener_command, web_command, worker_command
 from db.migrate import upgrade
 from db.registry import ensure_builtin_versions
 from db.session import session_scope
@@ -120,6 +120,8 @@ def run_stack(settings: Settings, host: str = "127.0.0.1") -> int:
         sup.start("worker-training", worker_command("training", 1, "training"), env)
         sup.start("beat", beat_command(), env)
         sup.start("web", web_command(settings.port, host=host), env)
+        if settings.dicom_port:  # SCANQ_DICOM_PORT=0 turns the DICOM listener off
+            sup.start("dicom-listener", listener_command(), env)
         click.echo(f"ScanQ is running: open http://{host}:{settings.port}/  (Ctrl-C stops)")
         sys.stdout.flush()
         code = sup.wait()

@@ -85,6 +85,8 @@ class Settings:
     dicom_ae: str = "SCANQ"
     dicom_host: str = "127.0.0.1"
     study_settle: int = 30
+    # A STOW-RS request is stored as it arrives, so it may be larger than an upload.
+    stow_max_bytes: int = 4096 * 1024 * 1024
 
     @property
     def study_sweep_seconds(self) -> float:
@@ -182,6 +184,7 @@ def load_settings() -> Settings:
         dicom_ae=os.environ.get("SCANQ_DICOM_AE", "SCANQ").strip() or "SCANQ",
         dicom_host=os.environ.get("SCANQ_DICOM_HOST", "127.0.0.1").strip() or "127.0.0.1",
         study_settle=_int("SCANQ_STUDY_SETTLE", 30),
+        stow_max_bytes=_int("SCANQ_STOW_MAX_MB", 4096) * 1024 * 1024,
         environment=os.environ.get("SCANQ_ENV", "development").strip().lower(),
         dataset_roots=tuple(
             Path(p).absolute()

@@ -50,6 +50,13 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
+    # DICOM in (issue #19): STOW-RS, the study worklist and pulls, peers and sources.
+    from web import dicom_admin, dicomweb, studies
+
+    app.register_blueprint(dicomweb.bp)
+    app.register_blueprint(studies.api)
+    app.register_blueprint(studies.pages)
+    app.register_blueprint(dicom_admin.bp)
     app.jinja_env.globals["DISCLAIMER"] = DISCLAIMER
 
     @app.errorhandler(HTTPException)

@@ -205,7 +205,7 @@ def _drain_body() -> None:
 def _unauthorized(message: str):
     if request.content_length:
         _drain_body()
-    if request.path.startswith("/api/"):
+    if request.path.startswith(("/api/", "/dicomweb/")):
         body = jsonify(error={"code": "unauthorized", "message": message})
         return body, 401, {"WWW-Authenticate": 'Bearer realm="scanq"'}
     return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))

@@ -17,6 +17,9 @@ RUN_SCHEDULE = "scanq.run_schedule"
 EXPLAIN_SCAN = "scanq.explain_scan"
 # Site monitoring (#21, worker.drift): score a model version's drift reference images.
 DRIFT_REFERENCE = "scanq.drift_reference"
+# DICOM in (issue #19, pacs.tasks): studies that stopped growing become jobs; pulls.
+SETTLE_STUDIES = "scanq.settle_studies"
+PULL_STUDIES = "scanq.pull_studies"
 # After the soft limit the task ends its own process (worker.tasks); the hard limit is
 # the backstop for a hang that Python's signal handler cannot interrupt.
 HARD_LIMIT_GRACE_S = 60
@@ -33,6 +36,7 @@ def create_celery(settings: Settings | None = None) -> Celery:
             "worker.explain",
             "worker.drift",
             "worker.signals",
+            "pacs.tasks",
         ],
     )
     broker = settings.resolved_redis_url()
@@ -52,6 +56,8 @@ def create_celery(settings: Settings | None = None) -> Celery:
             EXPLAIN_SCAN: {"queue": INFERENCE_QUEUE},
             DRIFT_REFERENCE: {"queue": INFERENCE_QUEUE},
             TRAIN_MODEL: {"queue": TRAINING_QUEUE},
+            SETTLE_STUDIES: {"queue": INFERENCE_QUEUE},
+            PULL_STUDIES: {"queue": INFERENCE_QUEUE},
         },
         task_annotations={
             name: {
@@ -68,6 +74,13 @@ def create_celery(settings: Settings | None = None) -> Celery:
         worker_hijack_root_logger=False,
         beat_schedule={
             "reconcile": {"task": RECONCILE, "schedule": 60.0},
+            # A study is screened once stable for SCANQ_STUDY_SETTLE (pacs.settle).
+            "settle-studies": {
+                "task": SETTLE_STUDIES,
+                "schedule": settings.study_sweep_seconds,
+                # A sweep still queued when the next is due is dropped, not piled up.
+                "options": {"expires": settings.study_sweep_seconds * 2},
+            },
         },
         # Beat keeps its entries in Redis (celery-redbeat, see worker/beat.py): schedules
         # made through the web are picked up without a restart, and a lock lets one beat

@@ -1,0 +1,167 @@
+"""Pull studies from a configured DICOMweb source (`scanq pull`, POST /api/v1/pulls):
+QIDO-RS finds the studies (by modality and date, or one StudyInstanceUID), WADO-RS
+retrieves them instance by instance (dicomweb-client streams the multipart answer), and
+every instance goes through the same store as C-STORE and STOW-RS receipts
+(pacs.instances). A study is screened as soon as it is retrieved whole: there is no
+need to wait for it to settle. Runs as a Celery task; the pull's outcome is its audit
+row (action dicom_pull, target pull:<id>)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from datetime import date
+
+from db.accounts import audit
+from db.peers import get_source
+from db.session import session_scope
+from db.studies import Origin
+from pacs.instances import IncomingFile, InstanceError, record_stored
+from scanq.settings import Settings
+
+log = logging.getLogger(__name__)
+MAX_STUDIES = 1000  # per pull; a query matching more is refused with the count
+
+
+class PullError(ValueError):
+    """A pull that cannot run; the message says why."""
+
+
+def check_query(modality: str | None, since: str | None, study_uid: str | None) -> dict:
+    """The QIDO-RS query of a pull, checked: a study UID, or a modality and/or a date."""
+    query: dict = {}
+    if study_uid:
+        study_uid = study_uid.strip()
+        if (
+            not study_uid
+            or len(study_uid) > 64
+            or not all(c.isdigit() or c == "." for c in study_uid)
+        ):
+            raise PullError("a StudyInstanceUID is digits and dots, at most 64 characters")
+        query["study_uid"] = study_uid
+    if modality:
+        modality = modality.strip().upper()
+        if not modality.isalnum() or len(modality) > 16:
+            raise PullError("a modality is a DICOM modality code such as DX, CR or CT")
+        query["modality"] = modality
+    if since:
+        try:
+            query["since"] = date.fromisoformat(since.strip()).isoformat()
+        except ValueError:
+            raise PullError("since is a date, YYYY-MM-DD") from None
+    if not query:
+        raise PullError("say what to pull: --study UID, or --modality and/or --since")
+    return query
+
+
+def dicomweb_client(source):
+    """A dicomweb-client for a configured source (basic auth when it has a user)."""
+    import requests
+    from dicomweb_client.api import DICOMwebClient
+
+    session = requests.Session()
+    if source.username:
+        password = os.environ.get(source.password_env or "", "")
+        session.auth = (source.username, password)
+    return DICOMwebClient(url=source.url, session=session, timeout=60)
+
+
+def find_studies(client, query: dict) -> list[str]:
+    if "study_uid" in query:
+        return [query["study_uid"]]
+    filters = {}
+    if "modality" in query:
+        filters["ModalitiesInStudy"] = query["modality"]
+    if "since" in query:
+        filters["StudyDate"] = query["since"].replace("-", "") + "-"
+    found = client.search_for_studies(
+        search_filters=filters, fields=["StudyInstanceUID"], get_remaining=True
+    )
+    uids = [s["0020000D"]["Value"][0] for s in found if s.get("0020000D", {}).get("Value")]
+    if len(uids) > MAX_STUDIES:
+        raise PullError(f"the query matches {len(uids)} studies; narrow it (at most {MAX_STUDIES})")
+    return uids
+
+
+def run_pull(
+    settings: Settings,
+    pull_id: str,
+    source_name: str,
+    query: dict,
+    owner: str,
+    results_to_peer_id: int | None = None,
+) -> dict:
+    """Retrieve every matching study; a study or instance that fails is counted with
+    its reason and the pull goes on."""
+    import pydicom
+
+    from pacs.settle import screen_study
+    from pacs.tasks import _send
+
+    with session_scope(settings.database_url) as session:
+        source = get_source(session, source_name)
+        if source is not None:
+            session.expunge(source)
+    outcome = {
+        "pull": pull_id,
+        "source": source_name,
+        "studies": {},
+        "instances": 0,
+        "failed": 0,
+        "errors": [],
+    }
+    try:
+        if source is None:
+            raise PullError(f"no DICOMweb source {source_name!r}")
+        client = dicomweb_client(source)
+        uids = find_studies(client, query)
+    except Exception as exc:
+        outcome["errors"].append(f"search: {type(exc).__name__}: {exc}"[:300])
+        uids = []
+    origin = Origin(
+        owner=owner, source=f"pull:{source_name}"[:80], results_to_peer_id=results_to_peer_id
+    )
+    for uid in uids:
+        study_ids: dict[int, int] = {}
+        try:
+            for ds in client.iter_study(uid):
+                buf = io.BytesIO()
+                pydicom.dcmwrite(buf, ds, enforce_file_format=True)
+                incoming = IncomingFile(settings.data_dir)
+                incoming.write(buf.getvalue())
+                del buf, ds
+                try:
+                    rec = record_stored(settings.database_url, settings.data_dir, incoming, origin)
+                except InstanceError as exc:
+                    outcome["failed"] += 1
+                    outcome["errors"].append(str(exc)[:300])
+                    continue
+                study_ids[rec.study_id] = study_ids.get(rec.study_id, 0) + 1
+                outcome["instances"] += 1
+        except Exception as exc:  # the source failed part-way: what arrived is kept
+            outcome["failed"] += 1
+            outcome["errors"].append(f"retrieve: {type(exc).__name__}: {exc}"[:300])
+        for study_id, n in study_ids.items():
+            outcome["studies"][str(study_id)] = n
+            with session_scope(settings.database_url) as session:
+                audit(
+                    session,
+                    owner,
+                    "dicom_receive",
+                    f"study:{study_id}",
+                    {"via": "pull", "pull": pull_id, "source": source_name, "instances": n},
+                )
+            screen_study(settings, study_id, _send)
+    outcome["errors"] = outcome["errors"][:20]
+    with session_scope(settings.database_url) as session:
+        audit(session, owner, "dicom_pull", f"pull:{pull_id}", outcome)
+    log.info(
+        "pull %s from %s: %d instances in %d studies, %d failed",
+        pull_id,
+        source_name,
+        outcome["instances"],
+        len(outcome["studies"]),
+        outcome["failed"],
+    )
+    return outcome

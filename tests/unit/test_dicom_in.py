@@ -1,0 +1,225 @@
+"""DICOM in without the network (issue #19): routing by header, STOW-RS through the
+Flask app (stored as it arrives, the PS3.18 answer, refusals with reasons), settling a
+study into a job of its routable instances (and a follow-up job for late ones), the
+worklist and who sees patient fields. Synthetic pixels only (random noise written as
+PNGs here), never the development data."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from pacs.router import route
+from tests.dicom_factory import ct_series, dx_study
+from tests.helpers import png
+
+CT, DX = "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.1.1"
+
+
+@pytest.mark.parametrize(
+    ("sop", "modality", "view", "body", "image_type", "expected"),
+    [
+        (CT, "CT", None, "CHEST", ("ORIGINAL", "PRIMARY", "AXIAL"), "ct"),
+        (CT, "CT", None, "", (), "ct"),
+        (CT, "CT", None, "CHEST", ("ORIGINAL", "PRIMARY", "LOCALIZER"), None),
+        (CT, "CT", None, "HEAD", (), None),
+        (DX, "DX", "PA", "CHEST", (), "xray"),
+        (DX, "DX", "AP", None, (), "xray"),
+        (DX, "DX", "LL", "CHEST", (), None),
+        (DX, "DX", None, "CHEST", (), None),
+        ("1.2.840.10008.5.1.4.1.1.88.33", "SR", None, None, (), None),
+        ("1.2.840.10008.5.1.4.1.1.4", "MR", None, "CHEST", (), None),
+    ],
+)
+def test_the_router_screens_ct_slices_and_frontal_radiographs_only(
+    sop, modality, view, body, image_type, expected
+):
+    where = route(sop, modality, view, body, image_type)
+    assert where.modality == expected
+    assert (where.reason is None) == (expected is not None)
+
+
+def _pngs(tmp_path, n: int, size: int = 64) -> list:
+    paths = []
+    for i in range(n):
+        path = tmp_path / f"noise{i}.png"
+        path.write_bytes(png(seed=i, size=size))
+        paths.append(path)
+    return paths
+
+
+def _related(parts: list[bytes], part_type: str = "application/dicom") -> tuple[bytes, str]:
+    boundary = "scanq-test-boundary"
+    body = b"".join(
+        f"--{boundary}\r\nContent-Type: {part_type}\r\n\r\n".encode() + p + b"\r\n" for p in parts
+    )
+    body += f"--{boundary}--\r\n".encode()
+    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+def _stow(client, parts, path="/dicomweb/studies", **kw):
+    body, ctype = _related(parts, **kw)
+    return client.post(path, data=body, content_type=ctype)
+
+
+def test_stow_stores_each_instance_and_answers_with_the_ps318_response(app, client, tmp_path):
+    study = ct_series(_pngs(tmp_path, 2), patient_id="PID-1", accession="ACC-1")
+    resp = _stow(client, study.files())
+    assert resp.status_code == 200, resp.data
+    assert resp.content_type == "application/dicom+json"
+    referenced = resp.json["00081199"]["Value"]
+    assert [r["00081155"]["Value"][0] for r in referenced] == study.sop_instance_uids
+    listed = client.get("/api/v1/studies").json
+    assert listed["total"] == 1
+    (item,) = listed["items"]
+    assert item["study_uid"] == study.study_uid and item["instances"] == 2
+    assert item["patient"] == {
+        "patient_id": "PID-1",
+        "accession": "ACC-1",
+        "study_date": study.study_date,
+    }
+    assert item["status"] == "receiving" and item["source"] == "stow"
+    again = _stow(client, study.files())  # the same instances again: stored once
+    assert again.status_code == 200
+    assert client.get(f"/api/v1/studies/{item['id']}").json["instances"] == 2
+
+
+def test_stow_refuses_what_is_not_dicom_with_the_reason(app, client, tmp_path):
+    resp = client.post("/dicomweb/studies", data=b"hello", content_type="text/plain")
+    assert resp.status_code == 415 and "multipart/related" in resp.json["error"]["message"]
+    resp = _stow(client, [png(1)])
+    assert resp.status_code == 400
+    assert "no part is a DICOM instance" in resp.json["error"]["message"]
+    study = ct_series(_pngs(tmp_path, 1))
+    wrong = _stow(client, study.files(), path="/dicomweb/studies/1.2.3.4")
+    assert wrong.status_code == 409
+    failed = wrong.json["00081198"]["Value"][0]
+    assert failed["00081155"]["Value"] == study.sop_instance_uids
+    assert "not to the study 1.2.3.4" in wrong.headers["Warning"]
+    mixed = _stow(client, [*study.files(), b"not dicom at all"])
+    assert mixed.status_code == 202
+    assert len(mixed.json["00081199"]["Value"]) == 1 and len(mixed.json["00081198"]["Value"]) == 1
+
+
+def _settings(app):
+    return app.config["SCANQ_SETTINGS"]
+
+
+def _sweep(app, sent: list):
+    from pacs.settle import sweep
+
+    return sweep(_settings(app), lambda name, args: sent.append((name, args)))
+
+
+def _age_studies(app, seconds: int = 3600) -> None:
+    from db.models import Study, utcnow
+    from db.session import session_scope
+
+    with session_scope(_settings(app).database_url) as session:
+        earlier = utcnow() - timedelta(seconds=seconds)
+        session.execute(update(Study).values(last_received_at=earlier))
+
+
+def test_a_settled_study_becomes_one_job_per_model_and_late_instances_a_follow_up(
+    app, client, tmp_path
+):
+    from db.models import Job, Scan, StudyInstance, StudyJob
+    from db.session import session_scope
+
+    paths = _pngs(tmp_path, 3)
+    ct = ct_series(paths[:2])
+    dx = dx_study(paths[:2], ["PA", "LL"], patient_id=ct.patient_id)
+    for ds in dx.instances:  # one study with a CT series and two radiographs
+        ds.StudyInstanceUID = ct.study_uid
+    assert _stow(client, [*ct.files(), *dx.files()]).status_code == 200
+    sent: list = []
+    assert _sweep(app, sent)["jobs"] == []  # not settled yet: instances just arrived
+    _age_studies(app)
+    made = _sweep(app, sent)["jobs"]
+    assert len(made) == 2 and len(sent) == 2  # a CT job and an X-ray job, a batch each
+    url = _settings(app).database_url
+    with session_scope(url) as session:
+        jobs = {j.modality: j for j in session.scalars(select(Job).where(Job.id.in_(made)))}
+        assert jobs["ct"].total == 2 and jobs["xray"].total == 1
+        assert jobs["ct"].options["study_id"] == jobs["xray"].options["study_id"]
+        lateral = session.scalars(select(StudyInstance).where(StudyInstance.route.is_(None))).one()
+        assert "LL view" in lateral.reason and lateral.job_id is None
+        for inst in session.scalars(select(StudyInstance).where(StudyInstance.route.is_not(None))):
+            scan = session.scalars(
+                select(Scan).where(Scan.job_id == inst.job_id, Scan.position == inst.first_position)
+            ).one()
+            assert scan.filename == inst.sop_instance_uid and inst.frames == 1
+    assert _sweep(app, sent)["jobs"] == []  # nothing new: no second job
+    late = ct_series(paths[2:])
+    late.instances[0].StudyInstanceUID = ct.study_uid
+    late.instances[0].SeriesInstanceUID = ct.instances[0].SeriesInstanceUID
+    assert _stow(client, late.files()).status_code == 200
+    _age_studies(app)
+    (follow_up,) = _sweep(app, sent)["jobs"]
+    with session_scope(url) as session:
+        assert session.get(Job, follow_up).total == 1
+        assert (
+            session.scalar(select(StudyJob.study_id).where(StudyJob.job_id == follow_up))
+            == (jobs["ct"].options["study_id"])
+        )
+
+
+def test_the_verdict_is_stored_once_every_job_of_the_study_has_ended(app, client, tmp_path):
+    from db.jobs import refresh_job, store_results
+    from db.models import Scan, Study
+    from db.session import session_scope
+
+    ct = ct_series(_pngs(tmp_path, 3))
+    assert _stow(client, ct.files()).status_code == 200
+    _age_studies(app)
+    sent: list = []
+    (job_id,) = _sweep(app, sent)["jobs"]
+    url = _settings(app).database_url
+    with session_scope(url) as session:
+        scans = session.scalars(select(Scan).where(Scan.job_id == job_id).order_by(Scan.position))
+        rows = [
+            {
+                "scan_id": s.id,
+                "job_id": job_id,
+                "probability": p,
+                "label": label,
+                "out_of_distribution": False,
+            }
+            for s, (p, label) in zip(
+                scans, [(0.2, "non_covid"), (0.9, "covid"), (None, None)], strict=True
+            )
+        ]
+        rows[2]["error"] = "cannot decode"
+        store_results(session, rows)
+        refresh_job(session, job_id)
+    assert _sweep(app, sent)["verdicts"] != []
+    with session_scope(url) as session:
+        study = session.scalars(select(Study)).one()
+        assert study.status == "screened"
+        assert study.score == pytest.approx(0.9) and study.label == "covid"
+        assert study.failed == 1 and not study.flagged
+        assert study.verdict["series"][0]["images"] == 3
+    positive = client.get("/api/v1/studies?sort=score&positive=1").json
+    assert positive["total"] == 1
+    assert client.get("/api/v1/studies?failed=1").json["total"] == 1
+    assert client.get("/api/v1/studies?flagged=1").json["total"] == 0
+    assert client.get("/api/v1/studies?unreviewed=1").json["total"] == 1
+
+
+def test_another_user_sees_neither_the_study_nor_its_patient_fields(app, client, tmp_path):
+    from db.accounts import create_token, ensure_user
+    from db.session import session_scope
+
+    ct = ct_series(_pngs(tmp_path, 1), patient_id="SECRET-PID")
+    assert _stow(client, ct.files()).status_code == 200
+    with session_scope(_settings(app).database_url) as session:
+        token = create_token(session, ensure_user(session, "someone", "user"))
+    other = app.test_client()
+    other.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    assert other.get("/api/v1/studies").json["total"] == 0
+    study_id = client.get("/api/v1/studies").json["items"][0]["id"]
+    assert other.get(f"/api/v1/studies/{study_id}").status_code == 404
+    assert b"SECRET-PID" not in other.get("/studies").data
+    assert b"SECRET-PID" in client.get("/studies").data

@@ -106,7 +106,7 @@ def compute_reference(folder: Path, data: Sequence[Path | str], temperature: flo
     TensorFlow. ValueError when the data no longer gives the version's split."""
     from models.dataset import load_examples, train_val_test
     from models.predictor import Predictor
-    from models.train import decode_examples
+    from models.decode import decode_examples
 
     folder = Path(folder)
     card = json.loads((folder / "card.json").read_text())

@@ -9,6 +9,7 @@ import io
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 from sqlalchemy import select
@@ -175,3 +176,25 @@ def test_metrics_count_jobs_images_and_labels(client, app):
     assert answered(client.get("/metrics").get_data(as_text=True)) == before + 1
     anonymous = app.test_client().get("/metrics")
     assert anonymous.status_code in (302, 401)  # a scraper sends a token like any client
+
+
+def test_compose_has_prometheus_in_an_optional_profile():
+    import json
+
+    from tests.unit.test_compose import config
+
+    env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"} | {"SECRET_KEY": "s" * 32}
+    plain = config(env, "--format", "json")
+    assert plain.returncode == 0, plain.stderr
+    assert "prometheus" not in json.loads(plain.stdout)["services"]
+    res = config(env, "--format", "json", profile="monitoring")
+    assert res.returncode == 0, res.stderr
+    services = json.loads(res.stdout)["services"]
+    assert services["prometheus"]["secrets"][0]["source"] == "scanq-metrics-token"
+    web = services["web"]
+    assert "python:web.gunicorn_conf" in web["command"]
+    assert web["environment"]["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
+    assert web["environment"]["DATABASE_URL"].startswith("postgresql+psycopg://")
+    scrape = (Path(__file__).resolve().parents[2] / "prometheus" / "prometheus.yml").read_text()
+    assert 'targets: ["web:5000"]' in scrape and 'targets: ["flower:5555"]' in scrape
+    assert "credentials_file: /run/secrets/scanq-metrics-token" in scrape

@@ -66,7 +66,7 @@ def open_inference_job(
         options=options or {},
         status="receiving",
         total=0,
-        heartbeat_at=utcnow(),
+        received_at=utcnow(),
     )
     session.add(job)
     session.flush()
@@ -117,7 +117,7 @@ def add_scans(
     session.execute(
         update(Job)
         .where(Job.id == job_id)
-        .values(total=Job.total + len(scans), heartbeat_at=utcnow())
+        .values(total=Job.total + len(scans), received_at=utcnow())
     )
     return [b.id for b in batches]
 
@@ -138,7 +138,7 @@ def fail_stalled_uploads(session: Session, silent_since: datetime) -> list[str]:
     `silent_since`: the web process that held the request died, so nothing will ever
     close them. Their scored results stay."""
     ids = list(session.scalars(
-        select(Job.id).where(Job.status == "receiving", Job.heartbeat_at < silent_since)
+        select(Job.id).where(Job.status == "receiving", Job.received_at < silent_since)
     ))  # fmt: skip
     for job_id in ids:
         abort_upload(session, job_id, "the upload stopped arriving (the web process or the "

@@ -86,10 +86,13 @@ class Job(Base):
     )
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # Training jobs: while running, written as the run advances (a stale one means its
-    # worker died); while queued, when its message was last sent. Inference jobs: while
-    # `receiving`, when the upload last added files.
+    # A running training job's last report (a stale one means its worker died).
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When a training job's task was last sent (the reconciler re-sends a queued one
+    # whose message may be lost).
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When an upload last added files (a `receiving` job silent too long is failed).
+    received_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     model_version: Mapped[ModelVersion | None] = relationship()
 

@@ -118,8 +118,10 @@ def fail_stalled_training(session: Session, silent_since: datetime) -> list[str]
     return ids
 
 
-def mark_sent(session: Session, job_id: str) -> None:
-    session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow()))
+def mark_sent(session: Session, job_ids: list[str]) -> None:
+    """Record that these training jobs' tasks were just sent."""
+    if job_ids:
+        session.execute(update(Job).where(Job.id.in_(job_ids)).values(sent_at=utcnow()))
 
 
 def unsent_training_jobs(session: Session, sent_before: datetime) -> list[str]:
@@ -130,7 +132,7 @@ def unsent_training_jobs(session: Session, sent_before: datetime) -> list[str]:
             select(Job.id).where(
                 Job.kind == "training",
                 Job.status == "queued",
-                func.coalesce(Job.heartbeat_at, Job.created_at) < sent_before,
+                func.coalesce(Job.sent_at, Job.created_at) < sent_before,
             )
         )
     )

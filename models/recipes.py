@@ -19,6 +19,7 @@ import numpy as np
 from models.finetune import fit_finetune
 from models.fitting import Fitted, ProgressFn, StopFn
 from models.probe import C_GRID, fit_probe
+from models.recalibrate import fit_refused
 
 
 class FitFn(Protocol):
@@ -68,6 +69,14 @@ RECIPES: dict[str, Recipe] = {
             "linear model on frozen pooled features (fast; what the shipped models use)",
             fit_probe,
             _probe_steps,
+        ),
+        Recipe(
+            "recalibrate",
+            "the active version's weights, its temperature and threshold refitted on this "
+            "site's confirmed labels (no images; worker.recalibration)",
+            fit_refused,
+            lambda config: 1,
+            needs_dataset=False,
         ),
     )
 }

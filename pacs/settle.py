@@ -31,6 +31,7 @@ from db.studies import (
 )
 from pacs.verdict import study_verdict
 from scanq.settings import Settings
+from worker.sending import send_committed
 
 log = logging.getLogger(__name__)
 SendTask = Callable[[str, list], None]
@@ -162,16 +163,7 @@ def _fill_job(settings: Settings, job_id: str, modality: str, work: list, enqueu
 
 
 def _enqueue(settings: Settings, batch_ids: list[int], send_task: SendTask, name: str) -> None:
-    sent = []
-    try:
-        for batch_id in batch_ids:
-            send_task(name, [batch_id])
-            sent.append(batch_id)
-    except Exception:  # the broker is down: the reconciler re-sends from SQL
-        log.exception("could not enqueue %d batches", len(batch_ids) - len(sent))
-    if sent:
-        with session_scope(settings.database_url) as session:
-            mark_enqueued(session, sent)
+    send_committed(settings.database_url, send_task, name, batch_ids, mark_enqueued)
 
 
 def finish_study(settings: Settings, study_id: int, send_task: SendTask) -> bool:

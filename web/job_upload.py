@@ -11,23 +11,18 @@ and what was committed before keeps its results.
 
 from __future__ import annotations
 
-import logging
-
 from db.jobs import (
     IncomingScan,
     abort_upload,
     add_scans,
     close_upload,
-    mark_enqueued,
     open_inference_job,
     upload_cancelled,
 )
 from db.models import Job
 from db.session import session_scope
 from web.extensions import get_celery
-from worker.celery_app import SCORE_BATCH
-
-log = logging.getLogger(__name__)
+from worker.sending import send_batches
 
 
 class UploadCancelled(Exception):
@@ -108,22 +103,6 @@ class JobUpload:
         self._seq += len(batch_ids)
         self.committed += len(items)
         if not self._broker_down:  # after one failure, leave the rest to the reconciler
-            self._broker_down = not enqueue_batches(self.database_url, batch_ids)
-
-
-def enqueue_batches(database_url: str, batch_ids: list[int]) -> bool:
-    """Send each batch's task; False if the broker could not be reached."""
-    sent: list[int] = []
-    try:
-        celery = get_celery()
-        for batch_id in batch_ids:
-            celery.send_task(SCORE_BATCH, args=[batch_id])
-            sent.append(batch_id)
-    except Exception:  # the broker is down: the reconciler re-sends from SQL
-        log.exception(
-            "could not enqueue %d batches; they stay queued in SQL", len(batch_ids) - len(sent)
-        )
-    if sent:
-        with session_scope(database_url) as session:
-            mark_enqueued(session, sent)
-    return len(sent) == len(batch_ids)
+            self._broker_down = not send_batches(
+                self.database_url, get_celery().send_task, batch_ids
+            )

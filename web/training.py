@@ -5,20 +5,18 @@ failed stays queued in SQL and the reconciler sends it."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 
 from db.accounts import audit
 from db.models import MODALITIES, Job
-from db.training_jobs import create_training_job, mark_sent
+from db.training_jobs import create_training_job
+from models.recipes import get_recipe
 from models.training_options import OptionError, expected_steps, parse_fields
 from web.datasets import Dataset, DatasetError, load_dataset, resolve_server_folder, unpack_archive
 from web.extensions import get_celery
 from web.http import ApiError, boolean_field, db_session, settings
 from web.ingest import Limits
-from worker.celery_app import TRAIN_MODEL
-
-log = logging.getLogger(__name__)
+from worker.sending import send_training
 
 
 def parse_training_request(form: Mapping[str, str]) -> tuple[str, dict, bool]:
@@ -53,16 +51,14 @@ def submit_training_job(
     form: Mapping[str, str], archive: bytes | None, owner: str | None = None
 ) -> tuple[Job, dict]:
     modality, config, activate = parse_training_request(form)
+    if not get_recipe(config["recipe"]).needs_dataset:  # recalibrate (#21): confirmed labels
+        from web.recalibration import submit_recalibration
+
+        return submit_recalibration(modality, config, form, owner)
     dataset, stored = _dataset(archive, (form.get("data_path") or "").strip() or None, modality)
     options = {"dataset": stored, "config": config, "activate": activate}
     with db_session() as session:
         job = create_training_job(session, modality, options, expected_steps(config), owner=owner)
         audit(session, owner, "submit_training", f"job:{job.id}", {"config": config})
-    try:
-        get_celery().send_task(TRAIN_MODEL, args=[job.id])
-    except Exception:  # the broker is down: the reconciler sends it from SQL
-        log.exception("could not enqueue training job %s; it stays queued in SQL", job.id)
-    else:
-        with db_session() as session:
-            mark_sent(session, job.id)
+    send_training(settings().database_url, get_celery().send_task, [job.id])
     return job, dataset.summary()

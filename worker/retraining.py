@@ -22,10 +22,11 @@ from db.registry import active_version
 from db.reviews import new_labels, pool
 from db.schedules import add_run, claim_firing, min_gap_seconds
 from db.session import session_scope
-from db.training_jobs import create_training_job, mark_sent
+from db.training_jobs import create_training_job
 from models.training_options import expected_steps
 from scanq.settings import Settings, get_settings
-from worker.celery_app import RUN_SCHEDULE, TRAIN_MODEL
+from worker.celery_app import RUN_SCHEDULE
+from worker.sending import send_training
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,12 @@ def run_schedule(schedule_id: int, rev: str | None = None) -> str:
                     reason=f"{count} new confirmed labels; the schedule waits for "
                            f"{sched.min_new_labels}")  # fmt: skip
             return "skipped"
+        from worker.recalibration import recalibration_options, refuse_recalibration
+
+        refused = refuse_recalibration(session, settings, sched)  # #21: recipe recalibrate
+        if refused:
+            add_run(session, schedule_id, "skipped", new_labels=count, reason=refused)
+            return "skipped"
         rows = [(scan.stored_path, review.label, review.patient_id or f"scan:{scan.sha256}")
                 for scan, review in pool(session, sched.modality) if scan.stored_path]  # fmt: skip
         dataset = export_pool(settings, sched.modality, rows)
@@ -57,14 +64,14 @@ def run_schedule(schedule_id: int, rev: str | None = None) -> str:
             "activate": False,
             "gate": {"margin": sched.margin, "champion": champion.id if champion else None},
         }
+        options |= recalibration_options(sched, champion)
         job = create_training_job(session, sched.modality, options, expected_steps(sched.config))
         run = add_run(session, schedule_id, "training", new_labels=count, training_job_id=job.id,
                       champion_version_id=champion.id if champion else None)  # fmt: skip
         job.options = {**options, "gate": {**options["gate"], "run": run.id}}
         sched.labels_until = newest
-        mark_sent(session, job.id)
         job_id = job.id
-    current_app.send_task(TRAIN_MODEL, args=[job_id])
+    send_training(settings.database_url, current_app.send_task, [job_id])
     return f"training {job_id}"
 
 

@@ -26,9 +26,10 @@ from db.jobs import (
 from db.models import Batch, Job, ModelVersion, utcnow
 from db.schedules import all_schedules, fail_runs_of_jobs
 from db.session import session_scope
-from db.training_jobs import fail_stalled_training, mark_sent, unsent_training_jobs
+from db.training_jobs import fail_stalled_training, unsent_training_jobs
 from scanq.settings import get_settings
-from worker.celery_app import RECONCILE, SCORE_BATCH, TRAIN_MODEL
+from worker.celery_app import RECONCILE, SCORE_BATCH
+from worker.sending import send_batches, send_training
 
 log = logging.getLogger(__name__)
 # Deliveries of a batch that may die whole before it is scored one file at a time.
@@ -177,10 +178,7 @@ def _reconcile_training(settings, sent_before: datetime, silent_since: datetime)
             log.warning("training job %s stopped reporting; marked failed", job_id)
         fail_runs_of_jobs(session, stalled, "the training job stopped reporting")
         resend = unsent_training_jobs(session, sent_before)
-        for job_id in resend:
-            mark_sent(session, job_id)
-    for job_id in resend:
-        current_app.send_task(TRAIN_MODEL, args=[job_id])
+    send_training(settings.database_url, current_app.send_task, resend)
 
 
 def _requeue_stale_batches(settings, cutoff: datetime) -> int:
@@ -199,12 +197,7 @@ def _requeue_stale_batches(settings, cutoff: datetime) -> int:
             )
         ).all()
         ids = [r[0] for r in rows]
-        for batch_id in ids:
-            session.execute(
-                Batch.__table__.update().where(Batch.id == batch_id).values(enqueued_at=utcnow())
-            )
-    for batch_id in ids:
-        score_batch.delay(batch_id)
+    send_batches(settings.database_url, current_app.send_task, ids)
     if ids:
         log.warning("re-queued %d stale batches", len(ids))
     return len(ids)

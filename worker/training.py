@@ -64,6 +64,10 @@ def train_model(job_id: str) -> str:
 
 
 def _run(settings: Settings, job_id: str, modality: str, options: dict) -> str:
+    if options.get("recalibrate"):  # #21: refits stored scores, no images, no TensorFlow
+        from worker.recalibration import run_recalibration
+
+        return run_recalibration(settings, job_id, modality, options)
     from worker import runtime
 
     runtime.configure_tensorflow()

@@ -114,7 +114,7 @@ def test_an_upload_that_stopped_arriving_is_failed_by_the_reconciler(db_url):
         busy = open_inference_job(s, "xray", version.id).id
         add_scans(s, quiet, list(enumerate(scans)), batch_size=2, first_seq=0)
     with session_scope(db_url) as s:
-        s.get(Job, quiet).heartbeat_at = utcnow() - timedelta(minutes=20)
+        s.get(Job, quiet).received_at = utcnow() - timedelta(minutes=20)
     with session_scope(db_url) as s:
         assert fail_stalled_uploads(s, utcnow() - timedelta(minutes=10)) == [quiet]
     with session_scope(db_url) as s:
@@ -249,3 +249,31 @@ def test_a_token_use_is_recorded_once_an_hour_by_one_of_concurrent_requests(db_u
         assert seen.touch_due(now + TOKEN_TOUCH_INTERVAL)
         assert touch_token(s, match.token_id, now + TOKEN_TOUCH_INTERVAL) is True
         assert match_token(s, "sq_not-a-token") is None
+
+
+def test_migration_0009_gives_each_meaning_of_the_heartbeat_its_column(db_url):
+    """An upload's last files, a queued run's last send and a running run's last report
+    were one column; the data migration moves each to its own, and back."""
+    downgrade(db_url, "0008")
+    t = "2026-01-02 03:04:05"
+    rows = [("upload", "inference", "receiving"), ("done", "inference", "succeeded"),
+            ("queued", "training", "queued"), ("running", "training", "running")]  # fmt: skip
+    with get_engine(db_url).begin() as conn:
+        for job_id, kind, status in rows:
+            conn.execute(
+                text("INSERT INTO job (id, kind, modality, status, total, done, failed, "
+                     "options, progress, created_at, heartbeat_at) VALUES (:id, :kind, 'ct', "
+                     ":status, 0, 0, 0, '{}', '{}', :t, :t)"),
+                {"id": job_id, "kind": kind, "status": status, "t": t},
+            )  # fmt: skip
+    upgrade(db_url, "0009")
+    query = text("SELECT id, heartbeat_at, sent_at, received_at FROM job ORDER BY id")
+    with get_engine(db_url).connect() as conn:
+        got = {r[0]: tuple(v is not None for v in r[1:]) for r in conn.execute(query)}
+    assert got == {"upload": (False, False, True), "done": (False, False, True),
+                   "queued": (False, True, False), "running": (True, False, False)}  # fmt: skip
+    downgrade(db_url, "0008")
+    with get_engine(db_url).connect() as conn:
+        back = conn.execute(text("SELECT COUNT(*) FROM job WHERE heartbeat_at IS NULL")).scalar()
+    assert back == 0
+    upgrade(db_url)

@@ -118,6 +118,9 @@ def run_stack(settings: Settings, host: str = "127.0.0.1") -> int:
         first_admin(settings)
         sup.start("worker-inference", worker_command("inference", 1, "inference"), env)
         sup.start("worker-training", worker_command("training", 1, "training"), env)
+        # Results back to the PACS (#19): a small worker without TensorFlow, so a PACS
+        # that is down never holds up scoring.
+        sup.start("worker-dicom-out", worker_command("dicom_out", 1, "dicom-out"), env)
         sup.start("beat", beat_command(), env)
         sup.start("web", web_command(settings.port, host=host), env)
         if settings.dicom_port:  # SCANQ_DICOM_PORT=0 turns the DICOM listener off

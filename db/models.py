@@ -429,6 +429,9 @@ class DicomDelivery(Base):
     model_version: Mapped[str | None] = mapped_column(String(64))
     objects: Mapped[int] = mapped_column(Integer, default=0)
     sop_instance_uids: Mapped[list] = mapped_column(JSON, default=list)
+    # Raised by every resend: a retry still scheduled from an earlier send sees that it
+    # is stale and stops, so one send at a time writes the row.
+    generation: Mapped[int] = mapped_column(Integer, default=0)
     requested_by: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -85,6 +85,14 @@ class Settings:
     dicom_ae: str = "SCANQ"
     dicom_host: str = "127.0.0.1"
     study_settle: int = 30
+    # DICOM out (issue #19, pacs.dispatch): heat-map Secondary Captures per delivery (the
+    # highest-scoring images; 0: the SR only), how long to wait for the heat maps, how
+    # often a delivery is retried before it is marked failed, and the first retry's delay
+    # (seconds; it doubles, up to ten minutes).
+    results_heatmaps: int = 8
+    results_heatmap_wait: int = 600
+    delivery_retries: int = 8
+    delivery_backoff: int = 10
     # A STOW-RS request is stored as it arrives, so it may be larger than an upload.
     stow_max_bytes: int = 4096 * 1024 * 1024
 
@@ -184,6 +192,10 @@ def load_settings() -> Settings:
         dicom_ae=os.environ.get("SCANQ_DICOM_AE", "SCANQ").strip() or "SCANQ",
         dicom_host=os.environ.get("SCANQ_DICOM_HOST", "127.0.0.1").strip() or "127.0.0.1",
         study_settle=_int("SCANQ_STUDY_SETTLE", 30),
+        results_heatmaps=_int("SCANQ_RESULTS_HEATMAPS", 8),
+        results_heatmap_wait=_int("SCANQ_RESULTS_HEATMAP_WAIT", 600),
+        delivery_retries=_int("SCANQ_DELIVERY_RETRIES", 8),
+        delivery_backoff=_int("SCANQ_DELIVERY_BACKOFF", 10),
         stow_max_bytes=_int("SCANQ_STOW_MAX_MB", 4096) * 1024 * 1024,
         environment=os.environ.get("SCANQ_ENV", "development").strip().lower(),
         dataset_roots=tuple(

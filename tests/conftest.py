@@ -120,7 +120,9 @@ class Stack:
         self.token = self.make_user("tester", admin=True)
         self.env["SCANQ_TOKEN"] = self.token  # for `scanq` commands
         self.http = self.session(self.token)  # for requests
-        self.worker = self.spawn("worker", worker_command("inference,training", 1, "test"))
+        # dicom_out: results back to a PACS (#19), served by the same test worker.
+        queues = "inference,training,dicom_out"
+        self.worker = self.spawn("worker", worker_command(queues, 1, "test"))
         self.spawn("web", web_command(self.port, workers=2))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -57,6 +57,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(studies.api)
     app.register_blueprint(studies.pages)
     app.register_blueprint(dicom_admin.bp)
+    # DICOM out (issue #19): a study's delivery state and resend.
+    from web import deliveries_api
+
+    app.register_blueprint(deliveries_api.bp)
     app.jinja_env.globals["DISCLAIMER"] = DISCLAIMER
 
     @app.errorhandler(HTTPException)

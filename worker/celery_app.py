@@ -10,6 +10,12 @@ from scanq.settings import Settings, get_settings
 
 INFERENCE_QUEUE = "inference"
 TRAINING_QUEUE = "training"
+# DICOM out (issue #19, pacs.delivery_tasks): results sent back to a PACS, on a queue of
+# their own so an unreachable PACS never holds up scoring; no TensorFlow in them.
+DICOM_OUT_QUEUE = "dicom_out"
+DELIVER_STUDY = "scanq.deliver_study"
+SEND_DELIVERY = "scanq.send_delivery"
+DELIVERY_SWEEP = "scanq.delivery_sweep"
 SCORE_BATCH = "scanq.score_batch"
 TRAIN_MODEL = "scanq.train_model"
 RECONCILE = "scanq.reconcile"
@@ -36,6 +42,7 @@ def create_celery(settings: Settings | None = None) -> Celery:
             "worker.explain",
             "worker.drift",
             "worker.signals",
+            "pacs.delivery_tasks",
             "pacs.tasks",
         ],
     )
@@ -56,6 +63,9 @@ def create_celery(settings: Settings | None = None) -> Celery:
             EXPLAIN_SCAN: {"queue": INFERENCE_QUEUE},
             DRIFT_REFERENCE: {"queue": INFERENCE_QUEUE},
             TRAIN_MODEL: {"queue": TRAINING_QUEUE},
+            DELIVER_STUDY: {"queue": DICOM_OUT_QUEUE},
+            SEND_DELIVERY: {"queue": DICOM_OUT_QUEUE},
+            DELIVERY_SWEEP: {"queue": DICOM_OUT_QUEUE},
             SETTLE_STUDIES: {"queue": INFERENCE_QUEUE},
             PULL_STUDIES: {"queue": INFERENCE_QUEUE},
         },
@@ -74,6 +84,8 @@ def create_celery(settings: Settings | None = None) -> Celery:
         worker_hijack_root_logger=False,
         beat_schedule={
             "reconcile": {"task": RECONCILE, "schedule": 60.0},
+            # Results whose message was lost are sent from SQL (pacs.delivery_tasks).
+            "deliveries": {"task": DELIVERY_SWEEP, "schedule": 60.0, "options": {"expires": 120}},
             # A study is screened once stable for SCANQ_STUDY_SETTLE (pacs.settle).
             "settle-studies": {
                 "task": SETTLE_STUDIES,

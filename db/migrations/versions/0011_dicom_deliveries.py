@@ -34,6 +34,7 @@ def upgrade() -> None:
         sa.Column("model_version", sa.String(64)),
         sa.Column("objects", sa.Integer(), nullable=False),
         sa.Column("sop_instance_uids", sa.JSON(), nullable=False),
+        sa.Column("generation", sa.Integer(), nullable=False),
         sa.Column("requested_by", sa.String(64)),
         sa.Column("created_at", TZ, nullable=False),
         sa.Column("updated_at", TZ, nullable=False),

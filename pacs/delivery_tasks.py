@@ -105,7 +105,9 @@ def send_delivery(self, delivery_id: int, generation: int, heatmaps_since: float
             except NoDestination as exc:
                 error = str(exc)
             except Exception as exc:  # the same data would fail the same way: no retry
-                log.exception("delivery %s: result objects could not be built", delivery_id)
+                # The type only: a message may quote a header value (a patient's name).
+                log.error("delivery %s: result objects not built (%s)", delivery_id,
+                          type(exc).__name__)  # fmt: skip
                 error = f"cannot build the result objects: {type(exc).__name__}: {exc}"
     if wait:
         raise self.retry(

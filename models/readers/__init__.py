@@ -97,9 +97,7 @@ def check_header(data: bytes) -> Header:
     """The upload check: format and size from the header (and the file's structure, for
     images, without decoding pixels); ImageError with a readable reason."""
     opened = _open(data)
-    verify = getattr(opened, "verify", None)
-    if verify is not None:
-        verify()
+    opened.verify()
     return opened.header
 
 

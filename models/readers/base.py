@@ -56,6 +56,11 @@ class Opened(Protocol):
 
     header: Header
 
+    def verify(self) -> None:
+        """Check the file's structure as far as can be done without decoding pixels
+        (the upload check); ImageError if it is damaged."""
+        ...
+
     def frames(self, modality: str | None = None) -> list[np.ndarray]:
         """8-bit grey (H, W) arrays, one per frame. `modality` ("ct" or "xray") picks
         a DICOM file's window; None lets the file's own Modality decide."""

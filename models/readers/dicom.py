@@ -176,6 +176,9 @@ class _OpenedDicom:
     header: Header
     dataset: object
 
+    def verify(self) -> None:
+        """Nothing more to check: opening parsed every element but the pixels."""
+
     def frames(self, modality: str | None = None) -> list[np.ndarray]:
         return frames_of(self.dataset, modality)
 

@@ -102,6 +102,8 @@ def ensure_builtin_versions(session: Session, model_dir: Path) -> list[ModelVers
     added = []
     for card_path in sorted(Path(model_dir).glob("*/card.json")):
         card = json.loads(card_path.read_text())
+        if "modality" not in card:  # not a classifier: models/default/lung (segmenter)
+            continue
         path = f"builtin/{card_path.parent.name}"
         known = session.scalars(
             select(ModelVersion).where(

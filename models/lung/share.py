@@ -1,0 +1,83 @@
+"""`lung_heat_share`: how much of a scored X-ray's heat map lies inside its lungs.
+
+For every scored X-ray the worker makes the heat map of models.gradcam (one forward pass
+with the head's gradients, batched) and the shipped segmenter's lung mask, and stores the
+share of the map's mass inside the mask (0..1). A share under one half means most of
+what raised or lowered the score lay outside the lungs: text, borders, the shoulders.
+It costs a second pass through the classifier per image (figures in models/default/lung).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from models.lung.segmenter import LungSegmenter, shipped
+
+log = logging.getLogger(__name__)
+
+# Below this share the result page warns that most of the heat lies outside the lungs.
+WARN_BELOW = 0.5
+
+_explainers: dict[int, object] = {}
+
+
+def heat_shares(maps: np.ndarray, masks: np.ndarray) -> list[float | None]:
+    """Share of each (h, w) map's mass inside its (S, S) boolean mask (resized to the
+    map's grid), or None for a map with no mass at all."""
+    from PIL import Image
+
+    out: list[float | None] = []
+    for cam, mask in zip(maps, masks, strict=True):
+        h, w = cam.shape
+        if mask.shape != (h, w):
+            m = Image.fromarray(mask.astype(np.float32), mode="F")
+            # each cell of the map weighted by the share of its area inside the lungs
+            mask = np.asarray(m.resize((w, h), Image.Resampling.BOX), dtype=np.float32)
+        total = float(np.maximum(cam, 0).sum())
+        inside = float((np.maximum(cam, 0) * mask).sum())
+        out.append(None if total <= 0 else round(min(max(inside / total, 0.0), 1.0), 4))
+    return out
+
+
+def lung_heat_shares(
+    model, images: np.ndarray, segmenter: LungSegmenter | None = None
+) -> list[float | None]:
+    """`lung_heat_share` of each image (N, S, S, 1) 0..255 under `model` (a saved
+    classifier whose heat map models.gradcam can make); all None when no segmenter is
+    shipped."""
+    from models.gradcam import batch_explainer
+
+    segmenter = segmenter or shipped()
+    if segmenter is None or len(images) == 0:
+        return [None] * len(images)
+    explain = _explainers.get(id(model))
+    if explain is None:
+        explain = _explainers[id(model)] = batch_explainer(model)
+    _probs, maps = explain(images)
+    return heat_shares(maps, segmenter.masks(images))
+
+
+def shares_for_scoring(predictor, images: np.ndarray) -> list[float | None]:
+    """What worker.scoring stores as `lung_heat_share` for a batch of X-rays: a failure
+    here (a model whose heat map cannot be made, no segmenter) leaves the shares empty
+    and never costs the batch its scores."""
+    model = getattr(predictor, "model", None)
+    if model is None:
+        return [None] * len(images)
+    try:
+        return lung_heat_shares(model, images)
+    except Exception:  # the score matters more than its explanation
+        log.exception("lung_heat_share failed for a batch of %d images", len(images))
+        return [None] * len(images)
+
+
+def warning(share: float | None) -> str | None:
+    """The plain warning the result page shows, or None."""
+    if share is None or share >= WARN_BELOW:
+        return None
+    return (
+        f"most of the heat lies outside the lungs (only {share:.0%} inside): the score may "
+        "come from text, borders or markers rather than from the lungs"
+    )

@@ -1,26 +1,98 @@
-"""Batched inference with one saved model version.
+"""Batched inference with one saved model version, through TensorFlow or ONNX Runtime.
 
-The model is called through a `tf.function` with a fixed batch shape: partial batches
-are padded, so the graph is traced once per process and never again. With `streams` >
-1 that many calls run at once from a small thread pool (TensorFlow releases the GIL in
-its kernels; see models.batching for what it buys on a CPU). Probabilities are
-temperature-calibrated with the version's stored temperature. The same call returns the
-pooled features the out-of-distribution check needs (`models.ood`), so that check costs
-no second pass through the network.
+Both runtimes run the same thing: the version's pixel preparation in NumPy
+(`models.pixel_views`, cut off the front of the model by `models.split`), then the
+network on the prepared views, which returns P(covid) and the pooled features the
+out-of-distribution check needs (`models.ood`), so that check costs no second pass.
+Probabilities are temperature-calibrated with the version's stored temperature.
+
+Images are cut into calls of `batch_size` rows. TensorFlow calls a `tf.function` with
+that fixed batch shape (partial calls are padded), so the graph is traced once per
+process. ONNX Runtime takes any batch size, so nothing is padded. With `streams` > 1
+that many calls run at once from a small thread pool (both runtimes release the GIL in
+their kernels; see models.batching for what it buys on a CPU), each preparing its own
+pixels first.
+
+`model` is the whole Keras model as trained (preparation in the graph): what heat maps
+differentiate. The ONNX predictor loads it only when something asks for it.
 """
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from models.calibration import apply_temperature
-from models.ood import OODModel, Verdict, judge, with_features
+from models.ood import OODModel, Verdict, judge
+from models.pixel_views import View, prepare
 
 
-class Predictor:
+def _folder(model_path: Path | str) -> Path:
+    path = Path(model_path)
+    return path if path.is_dir() else path.parent
+
+
+class _Batched:
+    """Chunking, calls in flight, calibration and the out-of-distribution verdicts;
+    a runtime supplies `_run(views) -> (probs, features)` for one call."""
+
+    runtime = "?"
+
+    def _setup(self, folder: Path | None, views: tuple[View, ...], input_size: int,
+               batch_size: int, temperature: float, streams: int) -> None:  # fmt: skip
+        self.views = views
+        self.input_size = input_size
+        self.batch_size = batch_size
+        self.temperature = temperature
+        # None for versions trained before out-of-distribution calibration existed.
+        self.ood: OODModel | None = OODModel.load(folder) if folder is not None else None
+        # Created here, in the process that uses it: never inherited across a fork.
+        self._pool = (
+            ThreadPoolExecutor(streams, thread_name_prefix="model") if streams > 1 else None
+        )
+
+    def raw_outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, S, S, 1) float32 in 0..255 -> uncalibrated P(covid) (N,), features (N, D)."""
+        n = len(images)
+        if n == 0:
+            return np.zeros(0, dtype=np.float64), np.zeros((0, 0), dtype=np.float32)
+        chunks = [images[start : start + self.batch_size] for start in range(0, n, self.batch_size)]
+        if self._pool is not None and len(chunks) > 1:
+            outputs = list(self._pool.map(self._call, chunks))  # keeps the order
+        else:
+            outputs = [self._call(chunk) for chunk in chunks]
+        return np.concatenate([p for p, _f in outputs]), np.concatenate([f for _p, f in outputs])
+
+    def _call(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p, f = self._run(prepare(chunk, self.views))
+        return np.asarray(p).reshape(-1), np.asarray(f, dtype=np.float32)
+
+    def _run(self, views: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def predict_with_features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, S, S, 1) float32 in 0..255 -> calibrated P(covid) (N,), features (N, D)."""
+        probs, feats = self.raw_outputs(images)
+        return apply_temperature(probs, self.temperature), feats
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """(N, S, S, 1) float32 in 0..255 -> (N,) calibrated P(covid)."""
+        return self.predict_with_features(images)[0]
+
+    def predict_and_judge(self, images: np.ndarray) -> tuple[np.ndarray, list[Verdict]]:
+        """Probabilities and each image's out-of-distribution verdict."""
+        probs, feats = self.predict_with_features(images)
+        return probs, judge(self.ood, images, feats)
+
+
+class Predictor(_Batched):
+    """TensorFlow: what trains, makes heat maps and scores on a GPU."""
+
+    runtime = "tensorflow"
+
     def __init__(
         self,
         model_path: Path | str,
@@ -32,52 +104,106 @@ class Predictor:
         import tensorflow as tf
 
         import models.layers  # noqa: F401 - registers the layers saved models may hold
+        from models.split import split_model
 
         path = Path(model_path)
-        folder = path if path.is_dir() else path.parent
+        folder = _folder(path)
         if path.is_dir():
             path = path / "model.keras"
         self.model = keras.models.load_model(path, compile=False)
-        self.input_size = int(self.model.input_shape[1])
-        self.batch_size = batch_size
-        self.temperature = temperature
-        # None for versions trained before out-of-distribution calibration existed.
-        self.ood: OODModel | None = OODModel.load(folder)
-        net = with_features(self.model)
-        spec = tf.TensorSpec((batch_size, self.input_size, self.input_size, 1), tf.float32)
-        self._call = tf.function(lambda x: net(x, training=False), input_signature=[spec])
-        # Created here, in the process that uses it: never inherited across a fork.
-        self._pool = (
-            ThreadPoolExecutor(streams, thread_name_prefix="model") if streams > 1 else None
+        views, network = split_model(self.model)
+        self._setup(folder, views, int(self.model.input_shape[1]), batch_size, temperature,
+                    streams)  # fmt: skip
+        specs = [tf.TensorSpec((batch_size, *t.shape[1:]), tf.float32) for t in network.inputs]
+        self._network = tf.function(
+            lambda *v: network(list(v), training=False), input_signature=specs
         )
 
-    def predict_with_features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, S, S, 1) float32 in 0..255 -> calibrated P(covid) (N,), features (N, D)."""
-        n = len(images)
-        if n == 0:
-            return np.zeros(0, dtype=np.float64), np.zeros((0, 0), dtype=np.float32)
-        chunks = [images[start : start + self.batch_size] for start in range(0, n, self.batch_size)]
-        if self._pool is not None and len(chunks) > 1:
-            outputs = list(self._pool.map(self._padded_call, chunks))  # keeps the order
-        else:
-            outputs = [self._padded_call(chunk) for chunk in chunks]
-        probs = np.concatenate([p for p, _f in outputs])
-        return apply_temperature(probs, self.temperature), np.concatenate([f for _p, f in outputs])
-
-    def _padded_call(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        keep = len(chunk)
+    def _run(self, views: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        keep = len(views[0])
         if keep < self.batch_size:
-            pad = np.zeros((self.batch_size - keep, *chunk.shape[1:]), chunk.dtype)
-            chunk = np.concatenate([chunk, pad])
-        p, f = self._call(chunk)
+            views = [np.concatenate([v, np.zeros((self.batch_size - keep, *v.shape[1:]), v.dtype)])
+                     for v in views]  # fmt: skip
+        p, f = self._network(*views)
         # Features come as float16 under mixed precision.
-        return np.asarray(p).reshape(-1)[:keep], np.asarray(f, dtype=np.float32)[:keep]
+        return np.asarray(p)[:keep], np.asarray(f, dtype=np.float32)[:keep]
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        """(N, S, S, 1) float32 in 0..255 -> (N,) calibrated P(covid)."""
-        return self.predict_with_features(images)[0]
 
-    def predict_and_judge(self, images: np.ndarray) -> tuple[np.ndarray, list[Verdict]]:
-        """Probabilities and each image's out-of-distribution verdict."""
-        probs, feats = self.predict_with_features(images)
-        return probs, judge(self.ood, images, feats)
+def onnx_session_options(threads: int, spinning: bool = False):
+    """ONNX Runtime's options for one worker process: `threads` for the ops of one call
+    (the calls in flight share the cores), one for running ops side by side, and no
+    spinning between calls, which would take the cores from the decode threads and the
+    other call in flight (bench/cpu_runtime.py measures the choices)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(int(threads), 1)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    return options
+
+
+class OnnxPredictor(_Batched):
+    """ONNX Runtime on the CPU: the version's checked export (models.export_onnx)."""
+
+    runtime = "onnx"
+
+    def __init__(
+        self,
+        model_path: Path | str,
+        batch_size: int = 8,
+        temperature: float = 1.0,
+        streams: int = 1,
+        threads: int = 1,
+        spinning: bool = False,
+    ):
+        from models.export_record import ONNX_FILE, RECORD_FILE
+
+        folder = _folder(model_path)
+        record = json.loads((folder / RECORD_FILE).read_text())
+        self._open(folder / ONNX_FILE, record, folder, batch_size, temperature, streams, threads,
+                   spinning)  # fmt: skip
+        self._model = None
+        self._model_file = folder / "model.keras"
+
+    @classmethod
+    def from_files(cls, onnx_file: Path, record: dict, model=None, batch_size: int = 8,
+                   threads: int = 0) -> OnnxPredictor:  # fmt: skip
+        """A predictor on an export not yet in place (the check before it is kept);
+        uncalibrated, without out-of-distribution model."""
+        self = cls.__new__(cls)
+        self._open(onnx_file, record, None, batch_size, 1.0, 1, threads or 1, False)
+        self._model, self._model_file = model, None
+        return self
+
+    def _open(self, onnx_file, record, folder, batch_size, temperature, streams, threads,
+              spinning) -> None:  # fmt: skip
+        import onnxruntime as ort
+
+        from models.export_record import views_of
+
+        self.session = ort.InferenceSession(
+            str(onnx_file), onnx_session_options(threads, spinning),
+            providers=["CPUExecutionProvider"],
+        )  # fmt: skip
+        self._inputs = [i.name for i in self.session.get_inputs()]
+        self._setup(folder, views_of(record), int(record["input_size"]), batch_size, temperature,
+                    streams)  # fmt: skip
+        self.threads = threads
+
+    def _run(self, views: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        p, f = self.session.run(None, dict(zip(self._inputs, views, strict=True)))
+        return p, f
+
+    @property
+    def model(self):
+        """The Keras model (heat maps differentiate it), loaded on first use."""
+        if self._model is None:
+            import keras
+
+            import models.layers  # noqa: F401
+
+            self._model = keras.models.load_model(self._model_file, compile=False)
+        return self._model

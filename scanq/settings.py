@@ -49,6 +49,11 @@ class Settings:
     model_batch_size: int | None = None
     # Model calls in flight at once in one worker process; None: 2 on a CPU, 1 on a GPU.
     model_streams: int | None = None
+    # Which runtime scores on this worker (models.runtimes): "auto" is ONNX Runtime on a
+    # CPU (a version's checked export) and TensorFlow on a GPU; "tensorflow" or "onnx".
+    runtime: str = "auto"
+    # ONNX Runtime's intra-op threads per call in flight; None shares the cores out.
+    onnx_threads: int | None = None
     max_upload_bytes: int = 512 * 1024 * 1024
     max_files_per_job: int = 10_000
     max_archive_ratio: int = 100  # refuse archives that expand far beyond their size
@@ -157,6 +162,17 @@ class Settings:
         )
 
 
+# The values of SCANQ_RUNTIME (what each means: models.runtimes).
+RUNTIMES = ("auto", "tensorflow", "onnx")
+
+
+def _runtime(raw: str) -> str:
+    value = raw.strip().lower() or "auto"
+    if value not in RUNTIMES:
+        raise ValueError(f"SCANQ_RUNTIME must be one of {', '.join(RUNTIMES)}, got {raw!r}")
+    return value
+
+
 def load_settings() -> Settings:
     data_dir = Path(os.environ.get("SCANQ_DATA_DIR", "var")).absolute()
     db_url = os.environ.get("DATABASE_URL") or f"sqlite:///{data_dir / 'scanq.sqlite3'}"
@@ -177,6 +193,8 @@ def load_settings() -> Settings:
         batch_size=_int("SCANQ_BATCH_SIZE", 32),
         model_batch_size=_int("SCANQ_MODEL_BATCH_SIZE", 0) or None,
         model_streams=_int("SCANQ_MODEL_STREAMS", 0) or None,
+        runtime=_runtime(os.environ.get("SCANQ_RUNTIME", "auto")),
+        onnx_threads=_int("SCANQ_ONNX_THREADS", 0) or None,
         max_upload_bytes=_int("SCANQ_MAX_UPLOAD_MB", 512) * 1024 * 1024,
         max_files_per_job=_int("SCANQ_MAX_FILES", 10_000),
         visibility_timeout=_int("SCANQ_VISIBILITY_TIMEOUT", 3600),

@@ -59,20 +59,24 @@ def predictor_for(
 ):
     """Load a model version once per process; later batches reuse it. Its call shape
     and the calls in flight at once are chosen for its backbone and this process's
-    device (models.batching)."""
+    device (models.batching), its runtime by `SCANQ_RUNTIME` and the device
+    (models.runtimes: ONNX Runtime on a CPU when the version's export passed its check)."""
     with _lock:
         cached = _predictors.get(version_id)
     if cached is not None:
         return cached
     device = configure_tensorflow()
     from models.batching import call_plan
-    from models.predictor import Predictor
+    from models.runtimes import choose, load_predictor
 
     plan = call_plan(backbone, device, settings.batch_size, settings.model_batch_size,
                      settings.model_streams)  # fmt: skip
-    predictor = Predictor(settings.version_dir(path), plan.rows, temperature, plan.streams)
+    runtime = choose(settings.runtime, device)
+    predictor = load_predictor(settings.version_dir(path), runtime, plan.rows, temperature,
+                               plan.streams, settings.onnx_threads)  # fmt: skip
     with _lock:
         _predictors[version_id] = predictor
-    log.info("loaded model version %s (%s, %d rows per call, %d at once, on %s) in pid %s",
-             version_id, backbone, plan.rows, plan.streams, device, os.getpid())  # fmt: skip
+    log.info("loaded model version %s (%s, %d rows per call, %d at once, on %s, runtime %s) "
+             "in pid %s", version_id, backbone, plan.rows, plan.streams, device,
+             predictor.runtime, os.getpid())  # fmt: skip
     return predictor

@@ -1,0 +1,208 @@
+"""Export a model version for ONNX Runtime, checked against TensorFlow before use.
+
+The network after the pixel preparation (`models.split`) is frozen and converted with
+tf2onnx (opset 17), then scored by ONNX Runtime and by the saved Keras model (pixel
+preparation in the graph, as trained) on the same images. The export is used only when
+the largest difference of the calibrated probability and of the out-of-distribution
+score stay within the tolerances below; otherwise the version keeps TensorFlow and the
+record says why. The export lives beside model.keras (`model.onnx`) with a record
+(`model.onnx.json`) naming the fingerprint of the model.keras it came from, so a changed
+model file is never scored by a stale export.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from models.export_record import ONNX_FILE, RECORD_FILE, fingerprint, read_record
+from models.pixel_views import describe
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+# Largest accepted difference from TensorFlow, over the check images: of the calibrated
+# P(covid) (scores are shown to 4 decimals) and of the out-of-distribution score (flagged
+# above 1.0). Measured on the shipped models: about 1e-6 and 1e-5 (README).
+PROBABILITY_TOLERANCE = 1e-4
+OOD_SCORE_TOLERANCE = 1e-3
+# Versions without an out-of-distribution calibration: features compared relative to
+# their largest magnitude.
+FEATURE_TOLERANCE = 1e-3
+CHECK_BATCH = 8
+
+
+@contextmanager
+def _export_lock(folder: Path) -> Iterator[None]:
+    """One export per version at a time across processes (several workers may load the
+    same new version at once); the others wait, then read its record."""
+    with open(Path(folder) / f".{ONNX_FILE}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def convert(network, path: Path) -> tuple[list[str], list[str]]:
+    """Freeze the Keras network (inputs: prepared views, any batch size) and write it as
+    ONNX; returns its input and output names. `tf2onnx.convert.from_function` leaves
+    Keras 3's captured constants (the Normalization layers' mean and variance) as
+    graph inputs, so the function is frozen to constants first."""
+    import tensorflow as tf
+    import tf2onnx
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    specs = [
+        tf.TensorSpec((None, *t.shape[1:]), tf.float32, name=f"view{i}")
+        for i, t in enumerate(network.inputs)
+    ]
+    fn = tf.function(lambda *views: network(list(views), training=False), input_signature=specs)
+    frozen = convert_variables_to_constants_v2(fn.get_concrete_function())
+    inputs = [t.name for t in frozen.inputs]
+    outputs = [t.name for t in frozen.outputs]
+    tf2onnx.convert.from_graph_def(
+        frozen.graph.as_graph_def(), input_names=inputs, output_names=outputs,
+        opset=OPSET, output_path=str(path),
+    )  # fmt: skip
+    return inputs, outputs
+
+
+def _tensorflow_outputs(model, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """P(covid) and features of the saved Keras model as trained (preparation in the
+    graph): the reference the export must reproduce."""
+    from models.ood import with_features
+
+    net = with_features(model)
+    chunks = [images[i : i + CHECK_BATCH] for i in range(0, len(images), CHECK_BATCH)]
+    outs = [net([chunk], training=False) for chunk in chunks]
+    probs = np.concatenate([np.asarray(p).reshape(-1) for p, _f in outs])
+    return probs, np.concatenate([np.asarray(f, dtype=np.float32) for _p, f in outs])
+
+
+def compare(
+    folder: Path, temperature: float, reference: tuple[np.ndarray, np.ndarray],
+    candidate: tuple[np.ndarray, np.ndarray],
+) -> tuple[dict, str | None]:  # fmt: skip
+    """The check's figures, and the reason to refuse the export (None: accepted)."""
+    from models.calibration import apply_temperature
+    from models.ood import OODModel
+
+    (p_ref, f_ref), (p_new, f_new) = reference, candidate
+    dp = float(np.max(np.abs(apply_temperature(p_ref, temperature)
+                             - apply_temperature(p_new, temperature))))  # fmt: skip
+    scale = max(float(np.max(np.abs(f_ref))), 1e-12)
+    df = float(np.max(np.abs(f_ref - f_new))) / scale
+    figures = {
+        "max_probability_difference": dp,
+        "max_feature_difference_relative": df,
+        "tolerance": {
+            "probability": PROBABILITY_TOLERANCE,
+            "ood_score": OOD_SCORE_TOLERANCE,
+            "feature_relative": FEATURE_TOLERANCE,
+        },  # fmt: skip
+    }
+    reasons = []
+    if not dp <= PROBABILITY_TOLERANCE:
+        reasons.append(f"probability differs by {dp:.3g} (> {PROBABILITY_TOLERANCE})")
+    ood = OODModel.load(folder)
+    if ood is not None:
+        ds = float(np.max(np.abs(ood.scores(f_ref) - ood.scores(f_new))))
+        figures["max_ood_score_difference"] = ds
+        if not ds <= OOD_SCORE_TOLERANCE:
+            reasons.append(
+                f"out-of-distribution score differs by {ds:.3g} (> {OOD_SCORE_TOLERANCE})"
+            )
+    elif not df <= FEATURE_TOLERANCE:
+        reasons.append(f"features differ by {df:.3g} of their scale (> {FEATURE_TOLERANCE})")
+    return figures, "; ".join(reasons) or None
+
+
+def export_version(
+    folder: Path | str, check_images: np.ndarray, checked_on: str, temperature: float | None = None
+) -> dict:
+    """Export the version at `folder` and check it on `check_images` ((N, S, S, 1) in
+    0..255, e.g. its validation images); returns the record written beside it, whose
+    `status` is "ok" (use it) or "refused" (score with TensorFlow; `reason` says why).
+    Never raises for a model that does not convert: that is a refusal too."""
+    folder = Path(folder)
+    with _export_lock(folder):
+        current = read_record(folder)
+        if current is not None:
+            return current
+        return _export(folder, np.asarray(check_images, np.float32), checked_on, temperature)
+
+
+def _export(folder: Path, images: np.ndarray, checked_on: str, temperature: float | None) -> dict:
+    import keras
+
+    import models.layers  # noqa: F401 - registers the layers saved models hold
+    from models.split import split_model
+
+    started = time.monotonic()
+    if temperature is None:
+        card = folder / "card.json"
+        temperature = json.loads(card.read_text()).get("temperature", 1.0) if card.exists() else 1.0
+    record = {
+        "format": "onnx",
+        "opset": OPSET,
+        "model_fingerprint": fingerprint(folder),
+        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "check": {"images": int(len(images)), "checked_on": checked_on},
+        "versions": _library_versions(),
+    }
+    tmp = folder / f".{ONNX_FILE}.{os.getpid()}.tmp"
+    try:
+        model = keras.models.load_model(folder / "model.keras", compile=False)
+        views, network = split_model(model)
+        record["input_size"] = int(model.input_shape[1])
+        record["views"] = [[[s.kind, list(s.args)] for s in v] for v in views]
+        record["views_readable"] = describe(views)
+        record["inputs"], record["outputs"] = convert(network, tmp)
+        from models.predictor import OnnxPredictor
+
+        candidate = OnnxPredictor.from_files(tmp, record, model=model, batch_size=CHECK_BATCH)
+        figures, reason = compare(folder, float(temperature), _tensorflow_outputs(model, images),
+                                  candidate.raw_outputs(images))  # fmt: skip
+        record["check"] |= figures
+    except Exception as exc:  # a layer tf2onnx cannot convert, a runtime error...
+        log.exception("export of %s failed", folder)
+        reason = f"export failed: {type(exc).__name__}: {exc}"[:500]
+    record["seconds"] = round(time.monotonic() - started, 1)
+    if reason is None and len(images) == 0:
+        reason = "no images to check the export on"
+    if reason is None:
+        os.replace(tmp, folder / ONNX_FILE)
+        record |= {"status": "ok", "reason": None}
+    else:
+        tmp.unlink(missing_ok=True)
+        (folder / ONNX_FILE).unlink(missing_ok=True)
+        record |= {"status": "refused", "reason": reason}
+        log.warning("%s keeps TensorFlow: %s", folder, reason)
+    out = folder / f".{RECORD_FILE}.{os.getpid()}.tmp"
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(out, folder / RECORD_FILE)
+    return record
+
+
+def _library_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out

@@ -1,0 +1,143 @@
+"""Which runtime scores a model version, and the predictor that runs it.
+
+On a CPU, ONNX Runtime scores a version's checked export (models.export_onnx) at about
+twice TensorFlow's speed with the same scores; TensorFlow stays what trains, what makes
+heat maps (gradients) and what scores on a GPU. `SCANQ_RUNTIME` overrides the choice:
+`auto` (ONNX Runtime on a CPU, TensorFlow on a GPU), `tensorflow`, or `onnx`.
+
+A version without an export (one saved before exports existed) gets it on first load:
+its first batch is scored by TensorFlow, the export is made and checked against those
+very scores, and later batches use it. A version whose export was refused (a layer that
+does not convert, scores beyond the tolerance) keeps TensorFlow, and the reason is
+logged and kept in its record.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from scanq.settings import RUNTIMES
+
+log = logging.getLogger(__name__)
+
+
+def choose(setting: str, device: str) -> str:
+    """ "tensorflow" or "onnx" for a `SCANQ_RUNTIME` value on "cpu" or "gpu"."""
+    if setting not in RUNTIMES:
+        raise ValueError(f"unknown runtime {setting!r}; choose from {', '.join(RUNTIMES)}")
+    if setting == "auto":
+        return "tensorflow" if device == "gpu" else "onnx"
+    return setting
+
+
+def onnx_missing() -> str | None:
+    """Why ONNX Runtime cannot be used here (not installed), or None."""
+    try:
+        import onnxruntime  # noqa: F401
+        import tf2onnx  # noqa: F401
+    except ImportError as exc:
+        return f"ONNX Runtime or tf2onnx not installed ({exc.name}); pip install 'scanq[cpu]'"
+    return None
+
+
+def onnx_threads(streams: int, override: int | None = None) -> int:
+    """Intra-op threads of each call in flight: the cores shared out between the calls,
+    so that calls in flight never ask for more threads than there are cores."""
+    if override:
+        return override
+    return max(1, (os.cpu_count() or 1) // max(streams, 1))
+
+
+def load_predictor(
+    folder: Path | str,
+    runtime: str,
+    rows: int,
+    temperature: float,
+    streams: int,
+    threads: int | None = None,
+):
+    """A predictor for the version at `folder` on the chosen runtime ("tensorflow" or
+    "onnx", from `choose`); for "onnx", its export, or TensorFlow when there is none
+    that passed its check (made on first use when it was never tried)."""
+    from models.predictor import OnnxPredictor, Predictor
+
+    folder = Path(folder)
+    if runtime == "tensorflow":
+        return Predictor(folder, rows, temperature, streams)
+    missing = onnx_missing()
+    if missing:
+        log.warning("%s: scoring with TensorFlow: %s", folder, missing)
+        return Predictor(folder, rows, temperature, streams)
+    from models.export_record import read_record
+
+    record = read_record(folder)
+    threads = onnx_threads(streams, threads)
+    if record is None:
+        return ExportOnFirstBatch(folder, rows, temperature, streams, threads)
+    if record["status"] != "ok":
+        log.warning("%s: scoring with TensorFlow: export refused: %s", folder, record["reason"])
+        return Predictor(folder, rows, temperature, streams)
+    return OnnxPredictor(folder, rows, temperature, streams, threads)
+
+
+class ExportOnFirstBatch:
+    """TensorFlow for the first batch of a version that has no export yet; that batch
+    then checks the new export (their scores against TensorFlow's), and the batches
+    after it use the export if it passed. Several processes that load the same version
+    make one export between them (models.export_onnx locks)."""
+
+    def __init__(self, folder: Path, rows: int, temperature: float, streams: int, threads: int):
+        from models.predictor import Predictor
+
+        self.folder, self.rows, self.temperature = folder, rows, temperature
+        self.streams, self.threads = streams, threads
+        self._tf = Predictor(folder, rows, temperature, streams)
+        self.active = self._tf
+        self._lock = threading.Lock()
+        self._tried = False
+
+    def __getattr__(self, name):  # input_size, model, ood, views, runtime...
+        return getattr(self.active, name)
+
+    def predict_with_features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = self.active.predict_with_features(images)
+        with self._lock:
+            if not self._tried and len(images):
+                self._tried = True
+                self._export(images)
+        return out
+
+    def _export(self, images: np.ndarray) -> None:
+        from models.export_onnx import export_version
+        from models.predictor import OnnxPredictor
+
+        try:
+            record = export_version(
+                self.folder, images, f"the first {len(images)} images this version scored",
+                self.temperature,
+            )  # fmt: skip
+        except OSError as exc:  # a read-only version folder: no lock, no export
+            log.warning("%s: scoring with TensorFlow: cannot export here: %s", self.folder, exc)
+            return
+        if record["status"] == "ok":
+            self.active = OnnxPredictor(self.folder, self.rows, self.temperature, self.streams,
+                                        self.threads)  # fmt: skip
+            log.info("%s: exported for ONNX Runtime in %.1f s (largest probability "
+                     "difference %.2g)", self.folder, record["seconds"],
+                     record["check"]["max_probability_difference"])  # fmt: skip
+        else:
+            log.warning("%s: scoring with TensorFlow: %s", self.folder, record["reason"])
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return self.predict_with_features(images)[0]
+
+    def predict_and_judge(self, images: np.ndarray):
+        from models.ood import judge
+
+        probs, feats = self.predict_with_features(images)
+        return probs, judge(self.active.ood, images, feats)

@@ -89,6 +89,7 @@ def worker(queues: str, concurrency: int, gpus: str) -> None:
     if n_gpus <= 0:
         os.execv(sys.executable, worker_command(queues, concurrency, "cpu"))
     sup = Supervisor()
+    sup.handle_signals()
     for i in range(n_gpus):
         env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(i))
         sup.start(f"gpu{i}", worker_command(queues, 1, f"gpu{i}"), env)

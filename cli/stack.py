@@ -16,6 +16,7 @@ from cli.processes import beat_command, listener_command, web_command, worker_co
 from db.migrate import upgrade
 from db.registry import ensure_builtin_versions
 from db.session import session_scope
+from scanq.children import own_group_ending_with_parent
 from scanq.embedded_redis import start_redis, wait_for_redis
 from scanq.settings import Settings
 
@@ -60,50 +61,88 @@ def first_admin(settings: Settings) -> None:
 
 @dataclass
 class Supervisor:
+    """Starts the parts of a stack and stops them in order.
+
+    Each part runs in a process group of its own (scanq.children), so the terminal's
+    Ctrl-C reaches only this supervisor: the parts are then told once, with SIGTERM
+    (gunicorn and Celery's graceful stop), and the services they use, Redis, stop only
+    after them. A second Ctrl-C while they stop asks them to stop at once (Celery's
+    cold shutdown: a batch in flight is delivered again)."""
+
     children: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
+    services: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
     stopping: bool = False
+    hurry: bool = False
 
     def start(self, name: str, cmd: list[str], env: dict | None = None) -> subprocess.Popen:
-        proc = subprocess.Popen(cmd, env=env)
+        proc = subprocess.Popen(cmd, env=env, preexec_fn=own_group_ending_with_parent)
         self.children.append((name, proc))
         return proc
 
     def adopt(self, name: str, proc: subprocess.Popen) -> None:
-        self.children.append((name, proc))
+        """A service the parts use (Redis): stopped after every part."""
+        self.services.append((name, proc))
+
+    def handle_signals(self) -> None:
+        """Ctrl-C or SIGTERM: stop; the same again while stopping: stop at once."""
+
+        def _on_signal(_signum, _frame):
+            if self.stopping:
+                self.hurry = True
+            self.stopping = True
+
+        signal.signal(signal.SIGINT, _on_signal)
+        signal.signal(signal.SIGTERM, _on_signal)
 
     def wait(self) -> int:
         """Block until a child exits or a signal arrives; returns that child's code."""
         while not self.stopping:
-            for name, proc in self.children:
+            for name, proc in self.children + self.services:
                 code = proc.poll()
                 if code is not None:
                     click.echo(f"{name} exited with {code}; stopping the stack", err=True)
                     return code or 1
-            time.sleep(0.5)
+            time.sleep(0.2)
         return 0
 
     def stop(self, grace: float = 30.0) -> None:
-        """Stop in reverse start order (web first, Redis last) so in-flight work drains."""
+        """Stop every part at once, then the services; a part still running after
+        `grace` seconds is killed (and said so)."""
+        if self.stopping and any(p.poll() is None for _, p in self.children):
+            click.echo("stopping ScanQ (Ctrl-C again stops it at once)", err=True)
         self.stopping = True
-        for name, proc in reversed(self.children):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(grace)
-                except subprocess.TimeoutExpired:
-                    click.echo(f"{name} did not stop in {grace:.0f} s; killing it", err=True)
+        self._stop_all(self.children, grace)
+        self.hurry = False  # a second Ctrl-C cuts the parts short, not Redis's last write
+        self._stop_all(self.services, grace)
+
+    def _stop_all(self, procs: list[tuple[str, subprocess.Popen]], grace: float) -> None:
+        running = [(name, p) for name, p in procs if p.poll() is None]
+        for _name, proc in running:
+            proc.send_signal(signal.SIGTERM)
+        deadline, hurried = time.monotonic() + grace, False
+        while running:
+            running = [(name, p) for name, p in running if p.poll() is None]
+            if self.hurry and not hurried:
+                hurried = True
+                deadline = min(deadline, time.monotonic() + HURRY_GRACE_S)
+                for _name, proc in running:
+                    proc.send_signal(signal.SIGQUIT)  # Celery's cold, gunicorn's quick stop
+            if running and time.monotonic() > deadline:
+                for name, proc in running:
+                    click.echo(f"{name} did not stop in time; killing it", err=True)
                     proc.kill()
                     proc.wait()
+                return
+            time.sleep(0.05)
+
+
+# After a second Ctrl-C, how long the parts have for their quick stop before being killed.
+HURRY_GRACE_S = 5.0
 
 
 def run_stack(settings: Settings, host: str = "127.0.0.1") -> int:
     sup = Supervisor()
-
-    def _on_signal(signum, _frame):
-        sup.stopping = True
-
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
+    sup.handle_signals()
     env = dict(os.environ, SCANQ_DATA_DIR=str(settings.data_dir))
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     try:

@@ -13,6 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from scanq.children import own_group_ending_with_parent
+
 
 def redis_server_binary() -> str:
     try:
@@ -53,7 +55,10 @@ def start_redis(
         "--daemonize", "no",
         "--loglevel", "warning",
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Its own process group, ended with its parent: Ctrl-C reaches the parent, which
+    # stops Redis after the processes that use it; a parent killed outright takes it too.
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=own_group_ending_with_parent)  # fmt: skip
     url = f"redis://127.0.0.1:{port}/0"
     wait_for_redis(url, proc)
     return proc, url

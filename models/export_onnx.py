@@ -129,6 +129,16 @@ def compare(
     return figures, "; ".join(reasons) or None
 
 
+def onnx_missing() -> str | None:
+    """Why ONNX Runtime cannot be used here (not installed), or None."""
+    try:
+        import onnxruntime  # noqa: F401
+        import tf2onnx  # noqa: F401
+    except ImportError as exc:
+        return f"ONNX Runtime or tf2onnx not installed ({exc.name}); pip install 'scanq[cpu]'"
+    return None
+
+
 def export_version(
     folder: Path | str, check_images: np.ndarray, checked_on: str, temperature: float | None = None
 ) -> dict:
@@ -151,6 +161,8 @@ def _export(folder: Path, images: np.ndarray, checked_on: str, temperature: floa
     from models.split import split_model
 
     started = time.monotonic()
+    if len(images) == 0:
+        raise ValueError("no images to check the export on")
     if temperature is None:
         card = folder / "card.json"
         temperature = json.loads(card.read_text()).get("temperature", 1.0) if card.exists() else 1.0
@@ -180,8 +192,6 @@ def _export(folder: Path, images: np.ndarray, checked_on: str, temperature: floa
         log.exception("export of %s failed", folder)
         reason = f"export failed: {type(exc).__name__}: {exc}"[:500]
     record["seconds"] = round(time.monotonic() - started, 1)
-    if reason is None and len(images) == 0:
-        reason = "no images to check the export on"
     if reason is None:
         os.replace(tmp, folder / ONNX_FILE)
         record |= {"status": "ok", "reason": None}
@@ -206,3 +216,31 @@ def _library_versions() -> dict:
         except PackageNotFoundError:
             continue
     return out
+
+
+# Validation images a new version's export is checked on (the first this many).
+CHECK_LIMIT = 64
+
+
+def export_new_version(folder: Path, examples: list, validation_count: int,
+                       temperature: float) -> dict | None:  # fmt: skip
+    """The after-save export of a newly trained version, checked on its validation
+    images: the last `validation_count` of `examples` (what it saw: training, then
+    validation). Returns what its card keeps of the record, or None when this machine
+    scores with TensorFlow only (`SCANQ_RUNTIME=tensorflow`, or no ONNX Runtime): the
+    version then gets its export on first load where ONNX Runtime is used."""
+    from models.decode import decode_examples
+    from models.export_record import card_entry
+    from scanq.settings import load_settings
+
+    if load_settings().runtime == "tensorflow" or onnx_missing():
+        return None
+    try:
+        validation = examples[len(examples) - validation_count :] if validation_count else []
+        size = int(json.loads((Path(folder) / "card.json").read_text())["input_size"])
+        images = decode_examples(validation[:CHECK_LIMIT], size)[1]
+        record = export_version(folder, images, "its validation images", temperature)
+    except Exception:  # never fails the save: the version exports on first load instead
+        log.exception("after-save export of %s failed", folder)
+        return None
+    return card_entry(record)

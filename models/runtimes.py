@@ -35,16 +35,6 @@ def choose(setting: str, device: str) -> str:
     return setting
 
 
-def onnx_missing() -> str | None:
-    """Why ONNX Runtime cannot be used here (not installed), or None."""
-    try:
-        import onnxruntime  # noqa: F401
-        import tf2onnx  # noqa: F401
-    except ImportError as exc:
-        return f"ONNX Runtime or tf2onnx not installed ({exc.name}); pip install 'scanq[cpu]'"
-    return None
-
-
 def onnx_threads(streams: int, override: int | None = None) -> int:
     """Intra-op threads of each call in flight: the cores shared out between the calls,
     so that calls in flight never ask for more threads than there are cores."""
@@ -69,6 +59,8 @@ def load_predictor(
     folder = Path(folder)
     if runtime == "tensorflow":
         return Predictor(folder, rows, temperature, streams)
+    from models.export_onnx import onnx_missing
+
     missing = onnx_missing()
     if missing:
         log.warning("%s: scoring with TensorFlow: %s", folder, missing)

@@ -52,6 +52,15 @@ def save_version(result: TrainResult, out: Path, command: str | None = None) -> 
         from models.gate import write_seen
 
         write_seen(out, result.seen_examples)
+    # Last: the export for ONNX Runtime (CPU workers), checked on the validation images.
+    from models.export_onnx import export_new_version
+
+    split = card.get("split", {})
+    entry = export_new_version(out, result.seen_examples, int(split.get("val", 0)),
+                               float(card.get("temperature", 1.0)))  # fmt: skip
+    if entry is not None:
+        card["cpu_runtime"] = entry
+        write_card(out, card)
     return out
 
 

@@ -51,4 +51,9 @@ def test_tiny_run_card_and_saved_version(shared_data, tmp_path):
     fitted_on = card["split"]["train"] + card["split"]["val"]
     assert len(json.loads((out / "seen.json").read_text())["images"]) == fitted_on
     assert unseen_by(out, result.test_examples) == result.test_examples
+    # Its export for ONNX Runtime, checked on its validation images (models.export_onnx).
+    export = saved["cpu_runtime"]
+    assert export["status"] == "ok" and export["check"]["checked_on"] == "its validation images"
+    assert export["check"]["images"] == min(card["split"]["val"], 64)
+    assert (out / "model.onnx").exists()
     assert unseen_by(out, result.seen_examples) == []

@@ -27,6 +27,12 @@ class _Commands(click.Group):
     def invoke(self, ctx: click.Context):
         from sqlalchemy.exc import OperationalError
 
+        from scanq.layout import check_packages
+
+        try:
+            check_packages()  # another distribution's `web`, `models`... (scanq.layout)
+        except ImportError as exc:
+            raise click.ClickException(str(exc)) from None
         try:
             return super().invoke(ctx)
         except ApiError as exc:
@@ -132,33 +138,42 @@ def migrate_cmd() -> None:
     click.echo("database is up to date")
 
 
-def _progress_line(job: dict) -> str:
-    total = job["total"] or 1
-    finished = job["done"] + job["failed"]
+def _progress_note(job: dict | None) -> str | None:
+    """What the bar shows beside its count: failures and status, or a training run's
+    last loss and validation AUC."""
+    if job is None:
+        return None
     if job.get("kind") == "training":
         epochs = (job.get("progress") or {}).get("epochs") or [{}]
         last = epochs[-1]
-        extra = "".join(
-            f" {k} {last[k]:.3f}" for k in ("loss", "val_auc") if isinstance(last.get(k), float)
-        )
-        return f"\repoch {finished}/{job['total']}{extra} {job['status']}      "
-    width = 30
-    filled = int(width * finished / total)
-    return (
-        f"\r[{'#' * filled}{'.' * (width - filled)}] {finished}/{job['total']} "
-        f"({job['failed']} failed) {job['status']}"
-    )
+        scores = [
+            f"{k} {last[k]:.3f}" for k in ("loss", "val_auc") if isinstance(last.get(k), float)
+        ]
+        return " ".join([*scores, job["status"]])
+    return f"{job['failed']} failed, {job['status']}"
 
 
 def wait_for_job(client: Client, job_id: str, interval: float = 1.0, quiet: bool = False) -> dict:
-    def show(job: dict) -> None:
-        if not quiet:
-            click.echo(_progress_line(job), nl=False, err=True)
+    """Poll the job until it ends, drawing click's progress bar on stderr: redrawn in
+    place on a terminal, only its label once when stderr is a file or a pipe."""
+    if quiet:
+        return client.wait(job_id, interval=interval)
+    first = client.job(job_id)
+    label = "epochs" if first.get("kind") == "training" else "images"
+    with click.progressbar(length=max(first["total"], 1), label=label, show_pos=True,
+                           show_eta=False, item_show_func=_progress_note,
+                           file=click.get_text_stream("stderr")) as bar:  # fmt: skip
 
-    job = client.wait(job_id, interval=interval, on_poll=show)
-    if not quiet:
-        click.echo("", err=True)
-    return job
+        def show(job: dict) -> None:
+            bar.length = max(job["total"], 1)  # grows while an upload is still received
+            step = job["done"] + job["failed"] - bar.pos
+            if step > 0:
+                bar.update(step, job)
+            else:  # a new status without progress: redraw with it
+                bar.current_item = job
+                bar.render_progress()
+
+        return client.wait(job_id, interval=interval, on_poll=show)
 
 
 def summary_line(job: dict) -> str:
@@ -352,21 +367,29 @@ def models_delete(version_id, url) -> None:
     default=None,
     help="model version folder (default: the shipped model for the modality)",
 )
+@click.option(
+    "--runtime",
+    type=click.Choice(RUNTIMES),
+    default=None,
+    help="what scores: onnx (a version's checked export), tensorflow, or auto (default: "
+    "$SCANQ_RUNTIME, else auto: ONNX Runtime on a CPU)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def evaluate(modality, data_dir, model_path, as_json) -> None:
+def evaluate(modality, data_dir, model_path, runtime, as_json) -> None:
     """Score a labelled folder locally and report AUC, sensitivity and specificity."""
     from cli.evaluate import evaluate_folder
     from cli.runtime import require_model_runtime
 
     require_model_runtime()
     settings = get_settings()
-    report = evaluate_folder(settings, modality, Path(data_dir), model_path)
+    report = evaluate_folder(settings, modality, Path(data_dir), model_path, runtime)
     if as_json:
         click.echo(json.dumps(report))
         return
     click.echo(f"# {DISCLAIMER}")
     for key in (
         "model_version",
+        "runtime",
         "n",
         "n_covid",
         "n_non_covid",

@@ -114,6 +114,8 @@ def test_cli_submit_wait_status_and_results(stack, shared_data, tmp_path):
     assert run.returncode == 0, run.stderr
     job_id = run.stdout.strip().splitlines()[-1]
     assert "succeeded: 6 scored, 0 failed, of 7; 1 out of distribution (not scored)" in run.stderr
+    # Not a terminal: click's progress bar prints its label once, no carriage returns.
+    assert "\r" not in run.stderr and run.stderr.splitlines().count("images") == 1, run.stderr
 
     status = stack.scanq("status", job_id)
     assert '"status": "succeeded"' in status.stdout

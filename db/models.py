@@ -162,6 +162,9 @@ class Result(Base):
     ood_score: Mapped[float | None] = mapped_column(Float)
     out_of_distribution: Mapped[bool | None] = mapped_column(Boolean)
     ood_reason: Mapped[str | None] = mapped_column(String(200))
+    # models.lung.share: share (0..1) of the heat map inside the segmented lungs, for
+    # scored X-rays when a lung segmenter is shipped; None otherwise.
+    lung_heat_share: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     scan: Mapped[Scan] = relationship(back_populates="result")

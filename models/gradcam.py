@@ -35,6 +35,20 @@ def _target_layers(model) -> list[tuple]:
 
 def explainer(model):
     """A function image (S, S, 1) float32 0..255 -> (probability, map (h, w) in 0..1)."""
+    explain_batch = batch_explainer(model)
+
+    def explain(image: np.ndarray) -> tuple[float, np.ndarray]:
+        probs, cams = explain_batch(image[None])
+        return float(probs[0]), cams[0]
+
+    return explain
+
+
+def batch_explainer(model):
+    """A function images (N, S, S, 1) float32 0..255 -> (probabilities (N,), maps
+    (N, h, w) in 0..1), one forward pass for the batch: each image's score depends on
+    its own pooled features only, so the gradient of the batch's sum gives every image
+    its own gradients (what scoring uses to measure each map's share in the lungs)."""
     import keras
     import tensorflow as tf
 
@@ -52,28 +66,39 @@ def explainer(model):
     )
     size, edge = int(model.input_shape[1]), _border_crop(model)
 
-    def explain(image: np.ndarray) -> tuple[float, np.ndarray]:
-        x = tf.convert_to_tensor(image[None].astype(np.float32))
+    @tf.function(reduce_retracing=True)
+    def forward(x):
         with tf.GradientTape() as tape:
             fmaps, means, spreads, prob = grad_model(x, training=False)
             target = tf.reduce_sum(tf.cast(prob, tf.float32))
         g_means, g_spreads = tape.gradient(target, [means, spreads])
-        as_np = lambda t: tf.cast(t, tf.float32)[0].numpy()  # noqa: E731
-        cams = []
-        for j, fmap in enumerate(fmaps):
-            k = spread_at.get(j)
-            extra = () if k is None else (as_np(spreads[k]), as_np(g_spreads[k]))
-            cams.append(position_shares(as_np(fmap), as_np(g_means[j]), *extra))
-        h, w = max(c.shape for c in cams)
-        # each map as a density on the finest grid: its total (its share of the score) kept
-        cam = np.maximum(sum(_resized(c, h, w) * (c.size / (h * w)) for c in cams), 0.0)
-        top = float(cam.max())
-        cam = cam / top if top > 0 else cam
-        if edge:  # the map covers only the middle the model kept: put it back there
-            cam = _into_frame(cam, size, edge)
-        return float(np.asarray(prob).reshape(-1)[0]), cam
+        return fmaps, means, spreads, g_means, g_spreads, prob
 
-    return explain
+    def explain_batch(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = tf.convert_to_tensor(np.asarray(images, dtype=np.float32))
+        fmaps, _means, spreads, g_means, g_spreads, prob = forward(x)
+        as_np = lambda t: tf.cast(t, tf.float32).numpy()  # noqa: E731
+        fmaps, g_means = [as_np(f) for f in fmaps], [as_np(g) for g in g_means]
+        spreads, g_spreads = [as_np(s) for s in spreads], [as_np(g) for g in g_spreads]
+        out = []
+        for n in range(len(images)):
+            cams = []
+            for j, fmap in enumerate(fmaps):
+                k = spread_at.get(j)
+                extra = () if k is None else (spreads[k][n], g_spreads[k][n])
+                cams.append(position_shares(fmap[n], g_means[j][n], *extra))
+            h, w = max(c.shape for c in cams)
+            # each map as a density on the finest grid: its total (its share of the score) kept
+            cam = np.maximum(sum(_resized(c, h, w) * (c.size / (h * w)) for c in cams), 0.0)
+            top = float(cam.max())
+            cam = cam / top if top > 0 else cam
+            if edge:  # the map covers only the middle the model kept: put it back there
+                cam = _into_frame(cam, size, edge)
+            out.append(cam)
+        probs = np.asarray(tf.cast(prob, tf.float32)).reshape(len(images), -1)[:, 0]
+        return probs, np.stack(out) if out else np.zeros((0, size, size), np.float32)
+
+    return explain_batch
 
 
 def position_shares(

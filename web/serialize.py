@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 
 from db.models import Job, ModelVersion, Result, Scan
+from models.lung.share import warning as lung_warning
 from models.report import REPORT_FILES
 from scanq import DISCLAIMER
 
@@ -86,6 +87,9 @@ def result_json(scan: Scan, result: Result | None) -> dict:
         # None when the version has no out-of-distribution calibration.
         "out_of_distribution": None if result is None else result.out_of_distribution,
         "ood_score": None if result is None else result.ood_score,
+        # Scored X-rays: the heat map's share inside the segmented lungs (models.lung).
+        "lung_heat_share": None if result is None else result.lung_heat_share,
+        "lung_warning": lung_warning(None if result is None else result.lung_heat_share),
         "warning": warnings_of(scan, result),
         "error": None if result is None else result.error,
         "sha256": scan.sha256,
@@ -93,6 +97,17 @@ def result_json(scan: Scan, result: Result | None) -> dict:
         "height": scan.height,
         "series": scan.series,
         "frame": scan.frame,
+        "links": result_links(scan.id),
+    }
+
+
+def result_links(scan_id: int) -> dict:
+    """Where one result lives: its resource, heat map (200 once made, 202 while a
+    worker makes it, 409 for an image that was not scored) and page."""
+    return {
+        "self": f"/api/v1/results/{scan_id}",
+        "heatmap": f"/api/v1/results/{scan_id}/heatmap.png",
+        "page": f"/results/{scan_id}",
     }
 
 
@@ -125,6 +140,7 @@ CSV_COLUMNS = [
     "model_version",
     "out_of_distribution",
     "ood_score",
+    "lung_heat_share",
     "warning",
     "error",
     "sha256",
@@ -152,6 +168,7 @@ def results_csv(rows: Iterable[tuple[Scan, Result | None]], thresholds: dict[int
                 "" if mv is None else mv,
                 {None: "", True: "true", False: "false"}[item["out_of_distribution"]],
                 "" if item["ood_score"] is None else f"{item['ood_score']:.4f}",
+                "" if item["lung_heat_share"] is None else f"{item['lung_heat_share']:.4f}",
                 item["warning"] or "",
                 item["error"] or "",
                 item["sha256"] or "",

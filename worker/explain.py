@@ -40,6 +40,7 @@ def explain_scan(scan_id: int) -> str:
             return "not scored"
         stored, sha, version = row
         version_args = (version.id, version.path, version.temperature, version.backbone)
+        is_xray = version.modality == "xray"
     out = settings.heatmap_path(version_args[0], sha)
     if out.exists():
         return "exists"
@@ -51,6 +52,11 @@ def explain_scan(scan_id: int) -> str:
     _prob, cam = explain(resize_square(gray, predictor.input_size))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.stem}.{os.getpid()}.tmp.png")
-    overlay(gray, cam).save(tmp)
+    picture = overlay(gray, cam)
+    if is_xray:  # where the lungs were taken to be, for lung_heat_share (models.lung)
+        from models.lung.outline import with_lung_outline
+
+        picture = with_lung_outline(picture, gray)
+    picture.save(tmp)
     os.replace(tmp, out)  # readers see a whole file or none
     return "made"

@@ -177,3 +177,29 @@ def test_scoring_starts_while_the_upload_is_still_arriving(stack, shared_data):
     assert seen["id"] == resp.json()["id"] and seen["total"] == 8
     job = stack.wait_job(resp.json()["id"])
     assert (job["status"], job["total"], job["done"], job["failed"]) == ("succeeded", 16, 16, 0)
+
+
+def test_scored_xrays_say_how_much_of_their_heat_lies_in_the_lungs(stack, shared_data):
+    """lung_heat_share (models.lung.share) is measured by the worker for every scored
+    X-ray and shown by the API, the CSV and the result page."""
+    images = sample_images(shared_data, "xray", "covid", 3)
+    images += sample_images(shared_data, "xray", "non_covid", 3)
+    files = [("files", (p.name, p.read_bytes())) for p in images]
+    resp = stack.http.post(f"{stack.url}/api/v1/jobs", files=files, data={"modality": "xray"})
+    job = stack.wait_job(resp.json()["id"])
+    assert job["done"] == 6, stack.log("worker")
+    items = stack.http.get(f"{stack.url}/api/v1/jobs/{job['id']}/results").json()["items"]
+    shares = [i["lung_heat_share"] for i in items]
+    assert all(s is not None and 0.0 <= s <= 1.0 for s in shares), (shares, stack.log("worker"))
+    assert len(set(shares)) > 1  # measured per image
+    one = stack.http.get(f"{stack.url}/api/v1/results/{items[0]['scan_id']}").json()
+    assert one["lung_heat_share"] == shares[0]
+    assert (one["lung_warning"] is not None) == (shares[0] < 0.5)
+    body = stack.http.get(f"{stack.url}/api/v1/jobs/{job['id']}/results.csv").text
+    rows = list(csv.DictReader(io.StringIO(body.split("\n", 1)[1])))
+    assert sorted(float(r["lung_heat_share"]) for r in rows) == sorted(shares)
+    page = stack.http.get(f"{stack.url}/results/{items[0]['scan_id']}").text
+    assert "Heat inside the lungs" in page and f"{100 * shares[0]:.0f}%" in page
+    with session_scope(_db_url(stack)) as s:
+        stats = list(s.scalars(select(Batch.stats).where(Batch.job_id == job["id"])))
+    assert all(st["lung_share_ms"] > 0 for st in stats)

@@ -1,8 +1,12 @@
-"""Reserved for #22 (lung_heat_share per result); a no-op until that change fills it.
+"""result.lung_heat_share: the share of a scored X-ray's heat map inside its segmented
+lungs (#22), so a reader can tell whether the score came from the lungs
 
 Revision ID: 0013
 Revises: 0012
 """
+
+import sqlalchemy as sa
+from alembic import op
 
 revision = "0013"
 down_revision = "0012"
@@ -11,8 +15,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    with op.batch_alter_table("result") as batch_op:
+        batch_op.add_column(sa.Column("lung_heat_share", sa.Float(), nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("result") as batch_op:
+        batch_op.drop_column("lung_heat_share")

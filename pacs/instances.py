@@ -101,9 +101,18 @@ def read_header(path: Path) -> InstanceHeader:
     return header
 
 
+PREAMBLE = b"\x00" * 128 + b"DICM"
+META_GROUP = b"\x02\x00"  # (0002,xxxx) little endian: File Meta Information first
+
+
 class IncomingFile:
     """A file written into the store while it arrives: chunks are hashed as they are
-    written to a temporary file beside the store; `commit` names it by its hash."""
+    written to a temporary file beside the store; `commit` names it by its hash.
+
+    A Part-10 file sent without its 128-byte preamble and "DICM" prefix but starting
+    with its File Meta Information (what pydicom's dcmwrite makes of a dataset built in
+    memory, and so what dicomweb-client sends) is stored with them, so every stored
+    instance is a file the readers recognise."""
 
     def __init__(self, data_dir: Path):
         self.data_dir = data_dir
@@ -114,14 +123,31 @@ class IncomingFile:
         self._fh: BinaryIO = os.fdopen(fd, "wb")
         self._hash = hashlib.sha256()
         self.size = 0
+        self._head: bytes | None = b""  # the first bytes, until the prefix is known
 
     def write(self, chunk: bytes) -> None:
+        if self._head is not None:
+            self._head += chunk
+            if len(self._head) < len(PREAMBLE):
+                return
+            chunk, self._head = self._head, None
+            if chunk[128:132] != b"DICM" and chunk[:2] == META_GROUP:
+                chunk = PREAMBLE + chunk
         self._fh.write(chunk)
         self._hash.update(chunk)
         self.size += len(chunk)
 
+    def _flush_head(self) -> None:
+        if self._head:
+            head, self._head = self._head, None
+            self._fh.write(head)
+            self._hash.update(head)
+            self.size += len(head)
+        self._head = None
+
     def commit(self) -> tuple[str, str]:
         """(sha256, path relative to the data dir); the same content is kept once."""
+        self._flush_head()
         self._fh.close()
         digest = self._hash.hexdigest()
         rel = Path("scans") / digest[:2] / digest[2:4] / digest

@@ -96,6 +96,9 @@ class Listener:
             event.assoc.acse.send_reject(
                 REJECTED_PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNISED
             )
+            # As pynetdicom's own rejections do: let the DUL send the A-ASSOCIATE-RJ
+            # before the connection is closed (else the peer sees an abort).
+            event.assoc.kill()
             return
         with self._lock:
             self._peers[id(event.assoc)] = info

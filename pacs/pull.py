@@ -67,7 +67,14 @@ def dicomweb_client(source):
     return DICOMwebClient(url=source.url, session=session, timeout=60)
 
 
+PAGE = 100
+
+
 def find_studies(client, query: dict) -> list[str]:
+    """StudyInstanceUIDs matching the query, paged with limit and offset. Paging stops
+    at a short page, and also when a page brings nothing new: a server that ignores
+    `offset` (Orthanc's DICOMweb plugin 1.7 does) would otherwise answer the same page
+    for ever, which dicomweb-client's own get_remaining does not guard against."""
     if "study_uid" in query:
         return [query["study_uid"]]
     filters = {}
@@ -75,13 +82,20 @@ def find_studies(client, query: dict) -> list[str]:
         filters["ModalitiesInStudy"] = query["modality"]
     if "since" in query:
         filters["StudyDate"] = query["since"].replace("-", "") + "-"
-    found = client.search_for_studies(
-        search_filters=filters, fields=["StudyInstanceUID"], get_remaining=True
-    )
-    uids = [s["0020000D"]["Value"][0] for s in found if s.get("0020000D", {}).get("Value")]
-    if len(uids) > MAX_STUDIES:
-        raise PullError(f"the query matches {len(uids)} studies; narrow it (at most {MAX_STUDIES})")
-    return uids
+    uids: dict[str, None] = {}
+    offset = 0
+    while True:
+        page = client.search_for_studies(
+            search_filters=filters, fields=["StudyInstanceUID"], limit=PAGE, offset=offset
+        )
+        found = [s["0020000D"]["Value"][0] for s in page if s.get("0020000D", {}).get("Value")]
+        new = [uid for uid in found if uid not in uids]
+        uids.update(dict.fromkeys(new))
+        if len(uids) > MAX_STUDIES:
+            raise PullError(f"the query matches over {MAX_STUDIES} studies; narrow it")
+        if len(page) < PAGE or not new:
+            return list(uids)
+        offset += len(page)
 
 
 def run_pull(

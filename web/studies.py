@@ -245,3 +245,17 @@ def pull_page():
     except ApiError as exc:
         message = f"pull refused: {exc.message}"
     return redirect(url_for("studies_pages.studies_page", message=message), 303)
+
+
+@pages.get("/studies/<int:study_id>")
+def study_page(study_id: int):
+    with db_session() as session:
+        try:
+            study = _get_study(session, study_id)
+        except ApiError as exc:
+            return exc.message, exc.status
+        body = study_json(study, _peer_names(session))
+        body["verdict"] = study.verdict or {}
+        body["instances_by_route"] = instance_counts(session, study.id)
+        body["jobs"] = [job_json(j) for j in study_jobs(session, study.id)]
+    return render_template("study.html", study=body)

@@ -223,3 +223,27 @@ def test_another_user_sees_neither_the_study_nor_its_patient_fields(app, client,
     assert other.get(f"/api/v1/studies/{study_id}").status_code == 404
     assert b"SECRET-PID" not in other.get("/studies").data
     assert b"SECRET-PID" in client.get("/studies").data
+    assert other.get(f"/studies/{study_id}").status_code == 404
+    page = client.get(f"/studies/{study_id}").data
+    assert b"SECRET-PID" in page and b"Research use only" in page
+
+
+def test_a_part_without_the_part10_preamble_is_stored_with_it(app, client, tmp_path):
+    """dicomweb-client writes in-memory datasets with pydicom's dcmwrite, which leaves
+    out the 128-byte preamble and "DICM"; such an instance is still a study's."""
+    import io
+
+    import pydicom
+
+    from db.models import StudyInstance
+    from db.session import session_scope
+
+    study = ct_series(_pngs(tmp_path, 1))
+    buf = io.BytesIO()
+    pydicom.dcmwrite(buf, study.instances[0])
+    assert buf.getvalue()[128:132] != b"DICM"
+    assert _stow(client, [buf.getvalue()]).status_code == 200
+    settings = _settings(app)
+    with session_scope(settings.database_url) as session:
+        stored = session.scalars(select(StudyInstance)).one().stored_path
+    assert (settings.data_dir / stored).read_bytes()[128:132] == b"DICM"

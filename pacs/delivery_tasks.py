@@ -18,7 +18,7 @@ from datetime import timedelta
 from celery import current_app, shared_task
 from celery.utils.time import get_exponential_backoff_interval
 from sqlalchemy import exists, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from db.accounts import audit
 from db.deliveries import (
@@ -43,8 +43,10 @@ def queue_send(delivery_id: int, generation: int) -> None:
     current_app.send_task(SEND_DELIVERY, args=[delivery_id, generation])
 
 
-@shared_task(name=DELIVER_STUDY, autoretry_for=(OperationalError,), retry_backoff=True,
-             max_retries=10)  # fmt: skip
+# IntegrityError: the settle hook and the sweep opened the same study's deliveries at
+# once; the retry finds them made.
+@shared_task(name=DELIVER_STUDY, autoretry_for=(OperationalError, IntegrityError),
+             retry_backoff=True, max_retries=10)  # fmt: skip
 def deliver_study(study_id: int) -> dict:
     """A screened study's results, one delivery per ended job that has none yet. When
     a follow-up job changed the verdict, the study's earlier deliveries are sent again:
@@ -75,7 +77,8 @@ def _backoff(attempts: int) -> int:
     )
 
 
-@shared_task(bind=True, name=SEND_DELIVERY, max_retries=None)
+@shared_task(bind=True, name=SEND_DELIVERY, max_retries=None,
+             autoretry_for=(OperationalError,), retry_backoff=True)  # fmt: skip
 def send_delivery(self, delivery_id: int, generation: int, heatmaps_since: float | None = None):
     """One attempt at a delivery (of this generation; a newer resend supersedes it).
     Its heat maps are asked for first, and waited for up to SCANQ_RESULTS_HEATMAP_WAIT

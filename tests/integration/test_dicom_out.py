@@ -4,7 +4,8 @@ SR and heat-map Secondary Captures back into Orthanc's copy of the study, found 
 and parsed (values against the API's results, references, disclaimer). Orthanc is
 stopped while the results are due and started again: they arrive once, not twice, and
 so do resends. A PACS that stays down: retries, then failed with the reason; a resend
-once it is back delivers. The same study also goes by STOW-RS to a DICOMweb server."""
+once it is back delivers. A CT study's results also go by STOW-RS to a DICOMweb
+server named in the request."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 from cli.processes import beat_command, listener_command
 from pacs.results import RESEARCH_ONLY
 from tests.conftest import Stack, free_port
-from tests.dicom_factory import sample_xray_study, upload
+from tests.dicom_factory import sample_ct_study, sample_xray_study, upload
 
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.33"
 SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"
@@ -185,10 +186,14 @@ def test_results_go_by_stow_rs_to_a_named_dicomweb_server(out_stack, make_orthan
     archive = make_orthanc()
     source = out_stack.scanq("dicom", "source", "add", "archive", "--url", archive.dicomweb_url)
     assert source.returncode == 0, source.stderr
-    study = sample_xray_study(shared_data, views=("PA",), label="non_covid")
+    study = sample_ct_study(shared_data, n=2, label="non_covid")  # a CT series this time
     pacs.store_to("scanq", upload(pacs, study))
     study_id = _study_id(out_stack, study.study_uid)
-    _delivery(out_stack, study_id, lambda d: d["status"] == "sent", "the C-STORE delivery")
+    first = _delivery(out_stack, study_id, lambda d: d["status"] == "sent", "C-STORE")
+    assert first["objects"] == 3 and first["model_version"].startswith("ct-v")
+    srs, scs = _results_in(pacs, study.study_uid)
+    assert len(srs) == 1 and len(scs) == 2
+    assert set(_image_items(srs[0])) == set(study.sop_instance_uids)
 
     answer = out_stack.http.post(f"{out_stack.url}/api/v1/studies/{study_id}/send",
                                  json={"dicomweb": "archive"})  # fmt: skip
@@ -201,6 +206,7 @@ def test_results_go_by_stow_rs_to_a_named_dicomweb_server(out_stack, make_orthan
         study_instance_uid=study.study_uid
     )
     assert {f["00080018"]["Value"][0] for f in found} == set(sent["sop_instance_uids"])
+    assert sent["sop_instance_uids"] == first["sop_instance_uids"]  # the same objects
     refused = out_stack.http.post(f"{out_stack.url}/api/v1/studies/{study_id}/send",
                                   json={"peer": "NOSUCHPEER"})  # fmt: skip
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "no_destination"

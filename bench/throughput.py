@@ -1,34 +1,42 @@
-"""How close a bulk job comes to the model's own speed, measured in one run.
+"""How close a bulk job comes to the model's own speed, and how much faster ONNX
+Runtime scores it than TensorFlow, measured in one run.
 
-For each model measured: (a) the raw batched throughput of the model file the worker
-loads (`predict_on_batch` on preprocessed arrays, in a loop, one call at a time; and
-again with as many calls in flight as the worker keeps, models.batching), then (b) a
-bulk job of N real scans (X-rays, or CT slices with `--modality ct`) through the real
-stack (`scanq up` in a temporary data dir: private Redis, Celery worker, gunicorn),
-from the start of the HTTP upload to the job's last stored result, (c) where the time
-went (upload and store, queueing, decode and resize, model, result writes, from the
-batch rows the worker writes), and (d) the latency of the status endpoint while the
-job runs. A warm-up job loads the model in the worker first.
+For each model measured and each runtime (`--runtimes`, default ONNX Runtime then
+TensorFlow; each in its own `scanq up` stack with SCANQ_RUNTIME set): (a) the raw batched
+throughput of that runtime on the model file the worker loads (TensorFlow:
+`predict_on_batch` on preprocessed arrays; ONNX Runtime: the pixel preparation and the
+export's session, as the worker calls them), one call at a time and again with as many
+calls in flight as the worker keeps (models.batching), then (b) a bulk job of N real
+scans (X-rays, or CT slices with `--modality ct`) through the real stack (private
+Redis, Celery worker, gunicorn in a temporary data dir), from the start of the HTTP
+upload to the job's last stored result, (c) where the time went (upload and store,
+queueing, decode and resize, model, result writes, from the batch rows the worker
+writes), and (d) the latency of the status endpoint while the job runs. A warm-up job
+loads the model in each worker first (and makes an untrained backbone's export).
 
     python -m bench.throughput                 # the shipped X-ray model
     python -m bench.throughput --modality ct   # the shipped CT model
     python -m bench.throughput --backbones efficientnet_lite0,mobilenetv2,resnet50
+    python -m bench.throughput --runtimes tensorflow   # one runtime only
 
 This machine's speed drifts by 10-20% within a minute, so the raw speed is measured
-before and after each job and the job's ratio uses their mean; with `--repeats R` the
-job runs R times, each between two raw measurements, and the figures reported are the
-medians (every repeat's ratio is kept in the report). The ratio printed last is against
-the one-call loop, the ceiling as issue #8 defines it; the report also holds the ratio
-against the worker's own several-call raw speed, the stricter figure.
+before and after each job and the job's ratio uses their mean, and the runtimes' jobs
+alternate (ONNX, TensorFlow, ONNX, ...): with `--repeats R` each runtime runs R jobs,
+and the figures reported are the medians (every repeat's ratio is kept in the report).
+`speedup/tf` is the median job speed with the first runtime over the median with
+TensorFlow. The ratio printed last is against the one-call loop, the ceiling as issue #8
+defines it, for the first model and runtime; the report also holds the ratio against
+the worker's own several-call raw speed, the stricter figure.
 
-Writes bench/out/throughput.json and throughput.png; the last line printed is
-`pipeline/raw = R` for the first model measured. A benchmark, not a test: figures depend
-on the machine and on what else runs on it.
+Writes bench/out/throughput.json and throughput.png; the last two lines printed are
+`speedup/tf = R` and `pipeline/raw = R`. A benchmark, not a test: figures depend on the
+machine and on what else runs on it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import tempfile
@@ -109,6 +117,37 @@ def raw_throughput(
     return rate, size
 
 
+def raw_throughput_onnx(
+    model_file: Path, images: list[Path], batch_size: int, seconds: float, streams: int = 1
+) -> tuple[float, int]:
+    """As `raw_throughput`, through the version's ONNX export as the worker runs it
+    (NumPy pixel preparation, then the session; the threads of models.runtimes)."""
+    from models.predictor import OnnxPredictor
+    from models.preprocess import load_for_model
+    from models.runtimes import onnx_threads
+    from scanq.settings import load_settings
+
+    threads = onnx_threads(streams, load_settings().onnx_threads)
+    predictor = OnnxPredictor(model_file.parent, batch_size, 1.0, 1, threads)
+    size = predictor.input_size
+    pool = np.stack([load_for_model(p, size) for p in images[:batch_size]])
+    predictor.raw_outputs(pool)
+    calls = [0] * streams
+    t0 = time.perf_counter()
+
+    def loop(i: int) -> None:
+        while time.perf_counter() - t0 < seconds or calls[i] < 3:
+            predictor.raw_outputs(pool)
+            calls[i] += 1
+
+    workers = [threading.Thread(target=loop, args=(i,)) for i in range(streams)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    return sum(calls) * batch_size / (time.perf_counter() - t0), size
+
+
 class StatusProbe(threading.Thread):
     """Polls the job's status endpoint until the job ends, timing each answer: four
     times a second, four times as often as the job page does. It is also how the bench
@@ -186,90 +225,110 @@ def stage_times(database_url: str, job_id: str) -> dict:
     }
 
 
-def measure(stack: LocalStack, backbone: str, images: list[Path], n: int, batch_size: int,
-            raw_seconds: float, repeats: int = 1, modality: str = "xray") -> dict:  # fmt: skip
-    from models.batching import call_plan
-    from scanq.settings import load_settings
-    from worker.runtime import configure_tensorflow
+class Target:
+    """One model on one runtime's stack: its registered version, call plan and raw
+    measurements, and the jobs run so far."""
 
-    version_id, model_file, backbone = bench_version(stack, backbone, modality)
-    # The raw loops use the call shape the worker picks for this backbone and device:
-    # one call at a time (the ceiling as the issue defines it), and as many at once as
-    # the worker keeps in flight (the model at its best here).
-    settings = load_settings()  # SCANQ_MODEL_BATCH_SIZE and _STREAMS, as the worker sees them
-    plan = call_plan(backbone, configure_tensorflow(), batch_size, settings.model_batch_size,
-                     settings.model_streams)  # fmt: skip
-    rows = plan.rows
+    def __init__(self, stack: LocalStack, runtime: str, backbone: str, images: list[Path],
+                 batch_size: int, raw_seconds: float, modality: str):  # fmt: skip
+        from models.batching import call_plan
+        from scanq.settings import load_settings
+        from worker.runtime import configure_tensorflow
 
-    def raws() -> tuple[float, float, int]:
-        one, size = raw_throughput(model_file, images, rows, raw_seconds)
-        many = raw_throughput(model_file, images, rows, raw_seconds, plan.streams)[0]
+        self.stack, self.runtime, self.modality, self.images = stack, runtime, modality, images
+        self.batch_size, self.raw_seconds = batch_size, raw_seconds
+        self.version_id, self.model_file, self.backbone = bench_version(stack, backbone, modality)
+        # The raw loops use the call shape the worker picks for this backbone and device:
+        # one call at a time (the ceiling as the issue defines it), and as many at once as
+        # the worker keeps in flight (the model at its best here).
+        settings = load_settings()  # SCANQ_MODEL_BATCH_SIZE and _STREAMS, as the worker sees
+        self.plan = call_plan(self.backbone, configure_tensorflow(), batch_size,
+                              settings.model_batch_size, settings.model_streams)  # fmt: skip
+        warm, _s, _u = stack.submit(images[:batch_size], self.version_id, modality)
+        assert stack.wait(warm)["status"] == "succeeded", f"warm-up failed: {stack.data_dir}"
+        self.raw_runtime = runtime
+        if runtime == "onnx" and not (self.model_file.parent / "model.onnx").exists():
+            self.raw_runtime = "tensorflow"  # export refused: the worker scores with TF
+        self.runs: list[dict] = []
+        self.raw_before, self.streams_before, self.size = self.raws()
+
+    def raws(self) -> tuple[float, float, int]:
+        raw = raw_throughput_onnx if self.raw_runtime == "onnx" else raw_throughput
+        rows, secs = self.plan.rows, self.raw_seconds
+        one, size = raw(self.model_file, self.images, rows, secs)
+        many = raw(self.model_file, self.images, rows, secs, self.plan.streams)[0]
         return one, many, size
 
-    raw_before, streams_before, size = raws()
-    warm, _s, _u = stack.submit(images[:batch_size], version_id, modality)
-    assert stack.wait(warm)["status"] == "succeeded", f"warm-up failed: {stack.data_dir}"
-    files = [images[i % len(images)] for i in range(n)]
-    runs = []
-    for _ in range(repeats):
+    def job(self, n: int) -> None:
+        """One measured job of `n` scans, between two raw measurements."""
+        stack, self.n = self.stack, n
+        files = [self.images[i % len(self.images)] for i in range(n)]
         cpu_before = cpu_seconds(stack)
-        job_id, start, upload_s = stack.submit(files, version_id, modality)
+        job_id, start, upload_s = stack.submit(files, self.version_id, self.modality)
         probe = StatusProbe(f"{stack.url}/api/v1/jobs/{job_id}", stack.session)
         probe.start()
         probe.join()
         job = probe.final
         assert job is not None, f"job {job_id} did not finish; see {stack.data_dir}"
         cpu_after = cpu_seconds(stack)
-        raw_after, streams_after, _size = raws()
+        raw_after, streams_after, _size = self.raws()
         finished = datetime.fromisoformat(job["finished_at"].replace("Z", "+00:00"))
         elapsed = finished.timestamp() - start
-        raw = (raw_before + raw_after) / 2
-        raw_streams = (streams_before + streams_after) / 2
-        runs.append({"job": job, "job_id": job_id, "elapsed": elapsed, "upload_s": upload_s,
-                     "raw": raw, "raw_pair": [raw_before, raw_after], "probe": probe,
-                     "raw_streams": raw_streams,
-                     "cpu": {k: round(cpu_after[k] - cpu_before[k], 2) for k in cpu_after},
-                     "ratio": job["done"] / elapsed / raw,
-                     "ratio_streams": job["done"] / elapsed / raw_streams})  # fmt: skip
-        raw_before, streams_before = raw_after, streams_after
-    # The median run by ratio gives the detailed figures.
-    mid = sorted(runs, key=lambda r: r["ratio"])[(len(runs) - 1) // 2]
-    job, job_id, elapsed, upload_s, probe = (mid[k] for k in ("job", "job_id", "elapsed",
-                                                              "upload_s", "probe"))  # fmt: skip
-    raw = mid["raw"]
-    scored = job["done"]
-    pipeline = scored / elapsed
-    lat = np.asarray(probe.latencies)
-    return {
-        "modality": modality,
-        "backbone": backbone,
-        "input_size": size,
-        "batch_size": batch_size,
-        "model_batch": rows,
-        "model_streams": plan.streams,
-        "n": n,
-        "scored": scored,
-        "failed": job["failed"],
-        "raw_img_per_s": round(raw, 2),
-        "raw_before_after": [round(v, 2) for v in mid["raw_pair"]],
-        "raw_streams_img_per_s": round(mid["raw_streams"], 2),
-        "ratio_per_repeat": [round(r["ratio"], 3) for r in runs],
-        "ratio_streams_per_repeat": [round(r["ratio_streams"], 3) for r in runs],
-        "pipeline_img_per_s": round(pipeline, 2),
-        "ratio": round(pipeline / raw, 3),
-        # The median of its own repeats (the run in the middle by `ratio` may not be).
-        "ratio_vs_streams": round(float(np.median([r["ratio_streams"] for r in runs])), 3),
-        "elapsed_s": round(elapsed, 2),
-        "upload_and_store_s": round(upload_s, 2),
-        **stage_times(stack.database_url, job_id),
-        "cpu_s": mid["cpu"],
-        "status_latency_ms": {
-            "requests": int(lat.size),
-            "errors": probe.errors,
-            "p50": round(float(np.percentile(lat, 50)), 1) if lat.size else None,
-            "p99": round(float(np.percentile(lat, 99)), 1) if lat.size else None,
-        },
-    }
+        raw = (self.raw_before + raw_after) / 2
+        raw_streams = (self.streams_before + streams_after) / 2
+        self.runs.append({"job": job, "job_id": job_id, "elapsed": elapsed, "upload_s": upload_s,
+                          "raw": raw, "raw_pair": [self.raw_before, raw_after], "probe": probe,
+                          "raw_streams": raw_streams,
+                          "img_per_s": job["done"] / elapsed,
+                          "cpu": {k: round(cpu_after[k] - cpu_before[k], 2) for k in cpu_after},
+                          "ratio": job["done"] / elapsed / raw,
+                          "ratio_streams": job["done"] / elapsed / raw_streams})  # fmt: skip
+        self.raw_before, self.streams_before = raw_after, streams_after
+
+    def report(self) -> dict:
+        runs = self.runs
+        # The median run by ratio gives the detailed figures.
+        mid = sorted(runs, key=lambda r: r["ratio"])[(len(runs) - 1) // 2]
+        job, job_id, elapsed, upload_s, probe = (mid[k] for k in ("job", "job_id", "elapsed",
+                                                                  "upload_s", "probe"))  # fmt: skip
+        raw = mid["raw"]
+        scored = job["done"]
+        pipeline = scored / elapsed
+        lat = np.asarray(probe.latencies)
+        return {
+            "modality": self.modality,
+            "backbone": self.backbone,
+            "runtime": self.runtime,
+            "raw_runtime": self.raw_runtime,
+            "input_size": self.size,
+            "batch_size": self.batch_size,
+            "model_batch": self.plan.rows,
+            "model_streams": self.plan.streams,
+            "n": self.n,
+            "scored": scored,
+            "failed": job["failed"],
+            "raw_img_per_s": round(raw, 2),
+            "raw_before_after": [round(v, 2) for v in mid["raw_pair"]],
+            "raw_streams_img_per_s": round(mid["raw_streams"], 2),
+            "job_img_per_s_per_repeat": [round(r["img_per_s"], 2) for r in runs],
+            "job_img_per_s_median": round(float(np.median([r["img_per_s"] for r in runs])), 2),
+            "ratio_per_repeat": [round(r["ratio"], 3) for r in runs],
+            "ratio_streams_per_repeat": [round(r["ratio_streams"], 3) for r in runs],
+            "pipeline_img_per_s": round(pipeline, 2),
+            "ratio": round(pipeline / raw, 3),
+            # The median of its own repeats (the run in the middle by `ratio` may not be).
+            "ratio_vs_streams": round(float(np.median([r["ratio_streams"] for r in runs])), 3),
+            "elapsed_s": round(elapsed, 2),
+            "upload_and_store_s": round(upload_s, 2),
+            **stage_times(self.stack.database_url, job_id),
+            "cpu_s": mid["cpu"],
+            "status_latency_ms": {
+                "requests": int(lat.size),
+                "errors": probe.errors,
+                "p50": round(float(np.percentile(lat, 50)), 1) if lat.size else None,
+                "p99": round(float(np.percentile(lat, 99)), 1) if lat.size else None,
+            },
+        }
 
 
 def chart(results: list[dict], path: Path) -> None:
@@ -290,6 +349,7 @@ def chart(results: list[dict], path: Path) -> None:
     for i, r in enumerate(results):
         y = 40 + 66 * i
         d.text((10, y + 8), f"{r['backbone']} @ {r['input_size']}", fill="black", font=font)
+        d.text((10, y + 26), r.get("runtime", ""), fill="black", font=font)
         for k, (key, colour) in enumerate(bars):
             x1 = left + r.get(key, 0) * scale
             d.rectangle([left, y + k * 18, x1, y + k * 18 + 14], fill=colour)
@@ -306,31 +366,57 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32, help="images per queued task")
     ap.add_argument("--raw-seconds", type=float, default=10.0, help="each raw measurement")
     ap.add_argument("--repeats", type=int, default=3, help="jobs per model, each between raws")
+    ap.add_argument(
+        "--runtimes",
+        default="onnx,tensorflow",
+        help="SCANQ_RUNTIME of each stack, in the order their jobs alternate",
+    )
     args = ap.parse_args()
     images = sorted((Path(args.data) / args.modality / "dev").rglob("*.png"))
     if not images:
         raise SystemExit(f"no images under {args.data}/{args.modality}/dev")
+    runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
     OUT.mkdir(parents=True, exist_ok=True)
-    results = []
-    with (
-        tempfile.TemporaryDirectory(prefix="scanq-bench-") as tmp,
-        LocalStack(Path(tmp), args.batch_size) as stack,
-    ):
+    results, speedups = [], {}
+    with contextlib.ExitStack() as cleanup:
+        stacks = {}
+        for runtime in runtimes:
+            tmp = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="scanq-bench-"))
+            stack = LocalStack(Path(tmp), args.batch_size)
+            stack.env["SCANQ_RUNTIME"] = runtime
+            stacks[runtime] = cleanup.enter_context(stack)
         for backbone in args.backbones.split(","):
-            r = measure(stack, backbone.strip(), images, args.n, args.batch_size,
-                        args.raw_seconds, args.repeats, args.modality)  # fmt: skip
-            results.append(r)
-            print(json.dumps(r), flush=True)
-    report = {"machine": {"cpus": os.cpu_count()}, "results": results}
+            targets = [Target(stacks[rt], rt, backbone.strip(), images, args.batch_size,
+                              args.raw_seconds, args.modality) for rt in runtimes]  # fmt: skip
+            for _ in range(args.repeats):  # the runtimes' jobs alternate
+                for target in targets:
+                    target.job(args.n)
+            reports = [t.report() for t in targets]
+            by_runtime = {r["runtime"]: r for r in reports}
+            if "tensorflow" in by_runtime and len(reports) > 1:
+                first, tf_job = reports[0], by_runtime["tensorflow"]["job_img_per_s_median"]
+                speedups[first["backbone"]] = round(first["job_img_per_s_median"] / tf_job, 3)
+                for r in reports:
+                    r["speedup_over_tensorflow"] = speedups[first["backbone"]]
+            for r in reports:
+                results.append(r)
+                print(json.dumps(r), flush=True)
+    report = {"machine": {"cpus": os.cpu_count()}, "runtimes": runtimes, "results": results,
+              "speedup_over_tensorflow": speedups}  # fmt: skip
     (OUT / "throughput.json").write_text(json.dumps(report, indent=2) + "\n")
     chart(results, OUT / "throughput.png")
     for r in results:
-        print(f"{r['backbone']}@{r['input_size']}: raw {r['raw_img_per_s']} img/s "
-              f"({r['raw_streams_img_per_s']} with {r['model_streams']} calls at once), "
-              f"pipeline {r['pipeline_img_per_s']} img/s, ratio {r['ratio']} (median; each "
-              f"repeat {r['ratio_per_repeat']}); against the {r['model_streams']}-call raw "
+        print(f"{r['backbone']}@{r['input_size']} [{r['runtime']}]: raw {r['raw_img_per_s']} "
+              f"img/s ({r['raw_streams_img_per_s']} with {r['model_streams']} calls at once), "
+              f"job {r['job_img_per_s_median']} img/s (median; each "
+              f"{r['job_img_per_s_per_repeat']}), ratio {r['ratio']} (each repeat "
+              f"{r['ratio_per_repeat']}); against the {r['model_streams']}-call raw "
               f"{r['ratio_vs_streams']} (each {r['ratio_streams_per_repeat']})")  # fmt: skip
+    for backbone, speedup in speedups.items():
+        print(f"{backbone}: job with {runtimes[0]} / job with tensorflow = {speedup}")
     print(f"report: {OUT / 'throughput.json'}, chart: {OUT / 'throughput.png'}")
+    if speedups:
+        print(f"speedup/tf = {next(iter(speedups.values()))}")
     print(f"pipeline/raw = {results[0]['ratio']}")
 
 

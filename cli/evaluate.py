@@ -39,15 +39,24 @@ def _resolve(settings: Settings, modality: str, model_path: str | None) -> tuple
 
 
 def evaluate_folder(
-    settings: Settings, modality: str, data_dir: Path, model_path: str | None = None
+    settings: Settings,
+    modality: str,
+    data_dir: Path,
+    model_path: str | None = None,
+    runtime: str | None = None,
 ) -> dict:
+    """`runtime` is a SCANQ_RUNTIME value (default: the setting); the report names the
+    runtime that scored (models.runtimes)."""
     from models.dataset import load_examples, split_groups
     from models.metrics import screening_report
-    from models.predictor import Predictor
     from models.preprocess import ImageError, load_for_model
+    from models.runtimes import choose, load_predictor
+    from worker.runtime import configure_tensorflow
 
     path, card, version = _resolve(settings, modality, model_path)
-    predictor = Predictor(path, batch_size=32, temperature=float(card.get("temperature", 1.0)))
+    chosen = choose(runtime or settings.runtime, configure_tensorflow())
+    temperature = float(card.get("temperature", 1.0))
+    predictor = load_predictor(path, chosen, 32, temperature, 1, settings.onnx_threads)
     examples = load_examples(data_dir)
     arrays, kept, skipped = [], [], 0
     for ex in examples:
@@ -68,5 +77,6 @@ def evaluate_folder(
         sources=[ex.source for ex in kept],
     )
     report["model_version"] = version
+    report["runtime"] = predictor.runtime
     report["skipped_unreadable"] = skipped
     return report

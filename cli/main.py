@@ -15,7 +15,7 @@ from cli.dicom import dicom, dicom_listener, pull
 from cli.train_options import as_fields as option_fields
 from cli.train_options import training_options
 from scanq import DISCLAIMER
-from scanq.settings import get_settings
+from scanq.settings import RUNTIMES, get_settings
 
 url_option = click.option("--url", default=None, help="ScanQ web URL (default $SCANQ_URL or local)")
 

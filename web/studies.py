@@ -14,6 +14,7 @@ from flask import Blueprint, jsonify, redirect, render_template, request, url_fo
 from sqlalchemy import select
 
 from db.accounts import audit
+from db.deliveries import deliveries_of_study, describe
 from db.models import AuditEvent, DicomPeer, Study
 from db.peers import get_peer_by_ae, get_source, list_sources
 from db.studies import (
@@ -136,6 +137,7 @@ def get_study(study_id: int):
         body["verdict"] = study.verdict
         body["instances_by_route"] = instance_counts(session, study.id)
         body["jobs"] = [job_json(j) for j in study_jobs(session, study.id)]
+        body["deliveries"] = [describe(r) for r in deliveries_of_study(session, study.id)]
     body["disclaimer"] = DISCLAIMER
     return jsonify(body)
 
@@ -258,4 +260,5 @@ def study_page(study_id: int):
         body["verdict"] = study.verdict or {}
         body["instances_by_route"] = instance_counts(session, study.id)
         body["jobs"] = [job_json(j) for j in study_jobs(session, study.id)]
+        body["deliveries"] = [describe(r) for r in deliveries_of_study(session, study.id)]
     return render_template("study.html", study=body)

@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from web import deliveries_api
 
     app.register_blueprint(deliveries_api.bp)
+    app.register_blueprint(deliveries_api.pages)
     app.jinja_env.globals["DISCLAIMER"] = DISCLAIMER
 
     @app.errorhandler(HTTPException)

@@ -1,7 +1,8 @@
 """A study's results back in the PACS: `GET /api/v1/studies/<id>/deliveries` (each
 delivery's state: pending, sent, or failed with the reason) and
 `POST /api/v1/studies/<id>/send` (send again, or for the first time; optionally to
-another destination: {"peer": "AE_TITLE"} or {"dicomweb": "source name"}).
+another destination: {"peer": "AE_TITLE"} or {"dicomweb": "source name"}), and the
+study page's button for the same (`POST /studies/<id>/send`).
 
 Sending again is always safe: the objects keep their SOP Instance UIDs, so the PACS
 replaces its copy. Seen and sent by the study's owner and admins only (anyone else
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify, redirect, request, url_for
 
 from db.deliveries import deliveries_of_study, describe
 from pacs.dispatch import NoDestination, NothingToSend, named_target, request_send
@@ -24,6 +25,7 @@ from worker.celery_app import SEND_DELIVERY
 
 log = logging.getLogger(__name__)
 bp = Blueprint("deliveries_api", __name__, url_prefix="/api/v1")
+pages = Blueprint("deliveries_pages", __name__)
 
 
 @bp.errorhandler(ApiError)
@@ -46,9 +48,9 @@ def study_deliveries(study_id: int):
         return jsonify(_state(session, study_id))
 
 
-@bp.post("/studies/<int:study_id>/send")
-def send_study(study_id: int):
-    body = request.get_json(silent=True) or request.form.to_dict()
+def start_send(study_id: int, body) -> dict:
+    """Queue a study's deliveries (again), to a named destination if the body names one;
+    the study's delivery state. ApiError when it cannot."""
     peer = str(body.get("peer") or "").strip()
     dicomweb = str(body.get("dicomweb") or "").strip()
     if peer and dicomweb:
@@ -70,4 +72,22 @@ def send_study(study_id: int):
             celery.send_task(SEND_DELIVERY, args=[delivery_id, generation])
         except Exception:  # the broker is down: the delivery sweep sends pending rows
             log.exception("delivery %s: could not be queued", delivery_id)
-    return jsonify(state), 202
+    return state
+
+
+@bp.post("/studies/<int:study_id>/send")
+def send_study(study_id: int):
+    return jsonify(start_send(study_id, request.get_json(silent=True) or request.form)), 202
+
+
+@pages.post("/studies/<int:study_id>/send")
+def send_page(study_id: int):
+    """The study page's "send results again" button."""
+    try:
+        start_send(study_id, request.form)
+        message = "results queued to be sent"
+    except ApiError as exc:
+        if exc.status == 404:
+            return exc.message, 404
+        message = f"not sent: {exc.message}"
+    return redirect(url_for("studies_pages.study_page", study_id=study_id, message=message), 303)

@@ -80,3 +80,15 @@ def test_someone_elses_study_is_not_found(app):
     other.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
     assert other.get(f"/api/v1/studies/{study_id}/deliveries").status_code == 404
     assert other.post(f"/api/v1/studies/{study_id}/send").status_code == 404
+
+
+def test_the_study_page_button_sends_and_comes_back(app, client):
+    _peer(app)
+    study_id = _study(app)
+    answer = client.post(f"/studies/{study_id}/send", data={"peer": "ARCHIVE"})
+    back = answer.headers["Location"]
+    assert answer.status_code == 303 and f"/studies/{study_id}" in back and "queued" in back
+    (row,) = client.get(f"/api/v1/studies/{study_id}/deliveries").json["deliveries"]
+    assert row["destination"].startswith("C-STORE ARCHIVE")
+    refused = client.post(f"/studies/{study_id}/send", data={"peer": "NOBODY"})
+    assert refused.status_code == 303 and "not+sent" in refused.headers["Location"]

@@ -17,9 +17,11 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 log = logging.getLogger(__name__)
 
 TIMEOUT_S = 30.0  # connect, association, and each DIMSE message or HTTP request
-# C-STORE statuses that mean stored (0x0000) or stored with a warning (0xB000-0xBFFF
-# coercion and the like, PS3.4 B.2.3).
-_STORED = {0x0000}
+# C-STORE statuses that mean stored: success, and the warnings of PS3.4 B.2.3 (0xB000
+# coercion of data elements, 0xB007 data set does not match SOP class, 0xB006 elements
+# discarded; also 0x0107 and 0x0116 from PS3.7 C.4, attribute list error / value out of
+# range), all of which leave the instance in the archive.
+_STORED = {0x0000, 0x0107, 0x0116}
 
 
 class DeliveryError(Exception):

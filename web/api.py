@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from urllib.parse import urlencode
 
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select
@@ -17,6 +18,7 @@ from db.registry import (
     activate_version,
     delete_version,
 )
+from db.result_pages import BadView, Cursor, ResultView, result_page
 from scanq import DISCLAIMER
 from web.access import may_see, owner_name, require_admin, visible
 from web.http import ApiError, boolean_field, bounded_number, db_session, settings
@@ -134,23 +136,33 @@ def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
 
 @bp.get("/jobs/<job_id>/results")
 def results(job_id: str):
+    """A page of results: `sort` position (upload order, the default) or probability,
+    `order` asc or desc, `filter` all, positive, flagged or failed; `next` links the
+    following page (keyset cursor) with the same view."""
     limit = _int_arg("limit", 100, 1, MAX_PAGE)
-    cursor = _int_arg("cursor", -1, -1, 2**31)
+    view, cursor = result_view(request.args)
     with db_session() as session:
         _get_job(session, job_id)
-        rows = results_page(session, job_id, limit + 1, cursor)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        next_cursor = rows[-1][0].position if more and rows else None
+        rows, next_cursor = result_page(session, job_id, view, limit, cursor)
+        query = urlencode({"limit": limit, **view.query_args()})
         return jsonify(
             items=[result_json(s, r) for s, r in rows],
             next=(
-                f"/api/v1/jobs/{job_id}/results?limit={limit}&cursor={next_cursor}"
+                f"/api/v1/jobs/{job_id}/results?{query}&cursor={next_cursor.text(view)}"
                 if next_cursor is not None
                 else None
             ),
             disclaimer=DISCLAIMER,
         )
+
+
+def result_view(args) -> tuple[ResultView, Cursor | None]:
+    """The view and cursor of a results request, or a 400 naming the bad parameter."""
+    try:
+        view = ResultView.parse(args)
+        return view, Cursor.parse(args.get("cursor"), view)
+    except BadView as exc:
+        raise ApiError(400, f"bad_{exc.field}", str(exc)) from None
 
 
 @bp.get("/jobs/<job_id>/series")

@@ -10,13 +10,22 @@ from flask import Blueprint, abort, redirect, render_template, request, send_fil
 from PIL import Image
 from sqlalchemy import select
 
-from db.jobs import results_page, series_summary
+from db.jobs import series_summary
 from db.models import MODALITIES, Job, ModelVersion
 from db.registry import active_version
+from db.result_pages import (
+    BadView,
+    Cursor,
+    ResultView,
+    filter_counts,
+    probability_histogram,
+    result_page,
+)
 from models.backbones import BACKBONES
 from models.report import REPORT_FILES
 from web.access import may_see, owner_name, require_admin, visible, visible_scan
-from web.http import ApiError, boolean_field, bounded_number, db_session, settings
+from web.histogram import histogram_bars
+from web.http import ApiError, boolean_field, db_session, settings
 from web.multipart import MalformedUpload
 from web.serialize import ood_warning, result_status
 from web.submission import NO_FILES, submit_inference_job
@@ -70,19 +79,23 @@ def jobs_page():
 
 @bp.get("/jobs/<job_id>")
 def job_page(job_id: str):
+    """The job's progress and its results, in the view the query asks for (the API's
+    sort, order and filter), a page of PAGE_ROWS at a time, with the histogram of its
+    scores."""
+    try:
+        view = ResultView.parse(request.args)
+        # `after` is the page's cursor from before views existed (a position).
+        cursor = Cursor.parse(request.args.get("cursor", request.args.get("after")), view)
+    except BadView:
+        abort(400)
     with db_session() as session:
         job = session.get(Job, job_id)
         if not may_see(job):
             abort(404)
-        try:
-            after = bounded_number(request.args, "after", int, -1, -1, 2**31)
-        except ApiError:
-            abort(400)
-        rows = results_page(session, job_id, PAGE_ROWS + 1, after)
-        more = len(rows) > PAGE_ROWS
-        rows = rows[:PAGE_ROWS]
+        rows, next_cursor = result_page(session, job_id, view, PAGE_ROWS, cursor)
         series = series_summary(session, job_id)
         version = session.get(ModelVersion, job.model_version_id) if job.model_version_id else None
+        inference = job.kind == "inference"
         return render_template(
             "job.html",
             job=job,
@@ -91,8 +104,13 @@ def job_page(job_id: str):
             result_status=result_status,
             ood_warning=ood_warning,
             series=series,
-            next_after=rows[-1][0].position if more else None,
-            paged=after >= 0,
+            view=view,
+            counts=filter_counts(session, job_id) if inference else {},
+            histogram=histogram_bars(probability_histogram(session, job_id)) if inference else None,
+            next_args=(
+                {**view.query_args(), "cursor": next_cursor.text(view)} if next_cursor else None
+            ),
+            paged=cursor is not None,
         )
 
 

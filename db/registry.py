@@ -34,7 +34,13 @@ def active_version(session: Session, modality: str) -> ModelVersion | None:
 
 
 # Sections of a model card kept with its version (models.train writes the card).
-CARD_METRICS = ("validation", "test", "split", "config", "command", "cross_validation", "ood")
+CARD_METRICS = ("validation", "test", "split", "config", "command", "cross_validation", "ood",
+                "shortcut")  # fmt: skip
+
+
+def card_metrics(card: dict) -> dict:
+    """What a version's row keeps of its card (GET /api/v1/models/<id> `metrics`)."""
+    return {k: card.get(k) for k in CARD_METRICS}
 
 
 def register_version(
@@ -55,7 +61,7 @@ def register_version(
         auc=test.get("auc"),
         sensitivity=test.get("sensitivity"),
         specificity=test.get("specificity"),
-        metrics={k: card.get(k) for k in CARD_METRICS},
+        metrics=card_metrics(card),
         data_fingerprint=card.get("data_fingerprint"),
         training_job_id=training_job_id,
     )
@@ -114,6 +120,12 @@ def ensure_builtin_versions(session: Session, model_dir: Path) -> list[ModelVers
             )
         ).first()
         if known:
+            # The same files; sections added to their card since (the shortcut report)
+            # reach the registered version's metrics, and what was added to those
+            # (a recalibration) stays.
+            metrics = {**(known.metrics or {}), **card_metrics(card)}
+            if known.metrics != metrics:
+                known.metrics = metrics
             continue
         current = active_version(session, card["modality"])
         session.execute(

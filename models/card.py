@@ -93,6 +93,7 @@ def render_card(card: dict) -> str:
             f"{spec[1]:.3f} at each fold's validation-chosen threshold",
             "",
         ]
+    sections = [render_ood_section(card["ood"]) if card.get("ood") else "", _shortcut(card)]
     return "\n".join(
         [
             f"# ScanQ model card: {card['modality']} / {card['backbone']}"
@@ -141,7 +142,14 @@ def render_card(card: dict) -> str:
             "figures cropped from papers, so source-specific shortcuts are possible.",
             "",
         ]
-    ) + (render_ood_section(card["ood"]) if card.get("ood") else "")
+    ) + "".join(sections)
+
+
+def _shortcut(card: dict) -> str:
+    """The X-ray shortcut report (models.lung.shortcut), when the card has one."""
+    from models.lung.report import render_shortcut_section
+
+    return render_shortcut_section(card["shortcut"]) if card.get("shortcut") else ""
 
 
 def _also_at(scales) -> str:

@@ -117,6 +117,10 @@ def train(
         },
         "train_seconds": round(time.time() - started, 1),
     }
+    if cfg.modality == "xray":  # AUC with the lungs hidden / kept alone (models.lung)
+        from models.lung.shortcut import version_shortcut
+
+        card["shortcut"] = version_shortcut(model, x[te], y[te], [groups[i] for i in te])
     fitted, card["ood"] = calibrate_version(
         model, x, groups, np.concatenate([tr, va]), te, other_modality
     )

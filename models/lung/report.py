@@ -3,6 +3,8 @@ from the code that measures it so models.card can render it without importing th
 
 from __future__ import annotations
 
+SECTION_HEADING = "\n## Shortcut report: does the model read the lungs?\n"
+
 
 def render_shortcut_section(section: dict) -> str:
     """The model card's Markdown for a `shortcut` section."""
@@ -12,7 +14,7 @@ def render_shortcut_section(section: dict) -> str:
         return f"{section[name]:.3f} [{lo:.3f}, {hi:.3f}]"
 
     return (
-        "\n## Shortcut report: does the model read the lungs?\n\n"
+        f"{SECTION_HEADING}\n"
         f"AUC on this version's {section['n']} test images ({section['n_patients']} "
         "patients) [95% CI, patient bootstrap], with the lungs found by ScanQ's lung "
         "segmenter (models/default/lung; they cover "

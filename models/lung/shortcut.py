@@ -64,10 +64,11 @@ def shortcut_report(
 def reading(report: dict) -> str:
     """One plain sentence on what the three AUCs say."""
     full, hidden, only = report["auc"], report["auc_lungs_hidden"], report["auc_lungs_only"]
-    skill = lambda a: a - 0.5  # noqa: E731
-    if skill(full) <= 0.05:
+    skill = full - 0.5
+    if skill <= 0.05:
         return "the model has little skill on its test patients to begin with"
-    kept_hidden, kept_only = skill(hidden) / skill(full), skill(only) / skill(full)
+    kept_hidden = max(hidden - 0.5, 0.0) / skill
+    kept_only = max(only - 0.5, 0.0) / skill
     if kept_hidden >= 0.75:
         return (
             f"it keeps {kept_hidden:.0%} of its skill with the lungs hidden: it reads much "
@@ -78,9 +79,17 @@ def reading(report: dict) -> str:
             f"it keeps {kept_only:.0%} of its skill on the lungs alone and "
             f"{kept_hidden:.0%} with them hidden: it reads mostly the lungs"
         )
+    if kept_hidden < 0.25 and kept_only < 0.25:
+        return (
+            f"it keeps {kept_hidden:.0%} of its skill with the lungs hidden and "
+            f"{kept_only:.0%} on the lungs alone: it needs the lungs but not only them (or "
+            "it is thrown by images so unlike its training scans), so neither view rules "
+            "out a shortcut beside the lungs"
+        )
     return (
         f"it keeps {kept_hidden:.0%} of its skill with the lungs hidden and "
-        f"{kept_only:.0%} on the lungs alone: neither view explains it alone"
+        f"{kept_only:.0%} on the lungs alone: it reads both the lungs and what lies "
+        "around them"
     )
 
 
@@ -107,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     from pathlib import Path
 
     from models.dataset import split_groups
-    from models.version import reload_version, write_card
+    from models.lung.report import SECTION_HEADING, render_shortcut_section
+    from models.version import reload_version
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--version", required=True, help="a saved version's folder")
@@ -125,7 +135,12 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("no lung segmenter in models/default/lung: python -m models.lung.train")
     card = json.loads((folder / "card.json").read_text())
     card["shortcut"] = section
-    write_card(folder, card)
+    (folder / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    # The section replaces its old self at the end of the Markdown card; the rest of the
+    # card is kept as it was written when the version was trained.
+    md = (folder / "MODEL_CARD.md").read_text()
+    md = md.split(SECTION_HEADING)[0].rstrip("\n") + "\n"
+    (folder / "MODEL_CARD.md").write_text(md + render_shortcut_section(section))
     print(json.dumps(section, indent=1))
     return 0
 

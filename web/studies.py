@@ -171,6 +171,21 @@ def start_pull(form, owner: str) -> str:
     try:
         get_celery().send_task(PULL_STUDIES, args=[pull_id, source_name, query, owner, results_to])
     except Exception:
+        with db_session() as session:  # the pull is over before it began: say so
+            audit(
+                session,
+                owner,
+                "dicom_pull",
+                f"pull:{pull_id}",
+                {
+                    "pull": pull_id,
+                    "source": source_name,
+                    "studies": {},
+                    "instances": 0,
+                    "failed": 0,
+                    "errors": ["not started: the task queue was unreachable"],
+                },
+            )
         raise ApiError(
             503, "queue_unavailable", "the task queue cannot be reached; try again shortly"
         ) from None

@@ -247,3 +247,50 @@ def test_a_part_without_the_part10_preamble_is_stored_with_it(app, client, tmp_p
     with session_scope(settings.database_url) as session:
         stored = session.scalars(select(StudyInstance)).one().stored_path
     assert (settings.data_dir / stored).read_bytes()[128:132] == b"DICM"
+
+
+def test_peers_and_sources_are_managed_by_admins_through_the_api(app, client):
+    from db.accounts import create_token, ensure_user
+    from db.session import session_scope
+
+    made = client.post(
+        "/api/v1/dicom/peers",
+        json={"ae_title": "ORTHANC", "host": "pacs", "port": 4242, "user": "tester"},
+    )
+    assert made.status_code == 201 and made.json["ae_title"] == "ORTHANC"
+    bad = client.post(
+        "/api/v1/dicom/peers",
+        json={"ae_title": "X" * 17, "host": "pacs", "port": 4242, "user": "tester"},
+    )
+    assert bad.status_code == 400 and "16" in bad.json["error"]["message"]
+    nobody = client.post(
+        "/api/v1/dicom/peers", json={"ae_title": "B", "host": "h", "port": 1, "user": "ghost"}
+    )
+    assert nobody.status_code == 400 and "ghost" in nobody.json["error"]["message"]
+    assert [p["ae_title"] for p in client.get("/api/v1/dicom/peers").json["items"]] == ["ORTHANC"]
+    source = client.post("/api/v1/dicom/sources", json={"name": "pacs", "url": "ftp://x"})
+    assert source.status_code == 400
+    with session_scope(_settings(app).database_url) as session:
+        token = create_token(session, ensure_user(session, "plain", "user"))
+    other = app.test_client()
+    other.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    assert other.get("/api/v1/dicom/peers").status_code == 403
+    assert client.delete("/api/v1/dicom/peers/ORTHANC").status_code == 204
+    assert client.delete("/api/v1/dicom/peers/ORTHANC").status_code == 404
+
+
+def test_a_pull_request_is_checked_before_it_is_queued(app, client):
+    unknown = client.post("/api/v1/pulls", json={"source": "nowhere", "modality": "DX"})
+    assert unknown.status_code == 404
+    assert (
+        client.post(
+            "/api/v1/dicom/sources", json={"name": "pacs", "url": "http://127.0.0.1:1/dicom-web"}
+        ).status_code
+        == 201
+    )
+    empty = client.post("/api/v1/pulls", json={"source": "pacs"})
+    assert empty.status_code == 400 and "say what to pull" in empty.json["error"]["message"]
+    bad_date = client.post("/api/v1/pulls", json={"source": "pacs", "since": "30/11/2026"})
+    assert bad_date.status_code == 400 and "YYYY-MM-DD" in bad_date.json["error"]["message"]
+    no_queue = client.post("/api/v1/pulls", json={"source": "pacs", "modality": "DX"})
+    assert no_queue.status_code == 503  # the app fixture's Redis is unreachable

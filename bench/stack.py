@@ -3,6 +3,8 @@ the HTTP calls a user makes. Loopback only."""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import signal
 import subprocess
@@ -13,9 +15,12 @@ from pathlib import Path
 import requests
 
 from cli.client import Client
+from scanq.children import own_group_ending_with_parent
 from scanq.embedded_redis import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
+START_DEADLINE_S = 300  # a fresh stack on a loaded two-core machine
+STOP_DEADLINE_S = 60
 
 
 class LocalStack:
@@ -31,20 +36,36 @@ class LocalStack:
         self.database_url = f"sqlite:///{data_dir / 'scanq.sqlite3'}"
 
     def __enter__(self) -> LocalStack:
+        """Start `scanq up` and wait until it answers; a start that fails stops what it
+        had started before raising."""
         self.log = open(self.data_dir / "stack.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cli.main", "up"], cwd=ROOT, env=self.env,
             stdout=self.log, stderr=subprocess.STDOUT,
+            # Its own group (so SIGKILL to the group reaches it, not this process) that
+            # gets SIGTERM if this process dies without stopping it.
+            preexec_fn=own_group_ending_with_parent,
         )  # fmt: skip
-        deadline = time.monotonic() + 120
+        atexit.register(self.stop)  # an exception or Ctrl-C that skips __exit__
+        try:
+            self._wait_until_healthy()
+            return self._logged_in()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_until_healthy(self) -> None:
+        """Until /healthz answers 200: patient, since a loaded machine starts the
+        stack slowly (a refused connection, a read timeout and a 503 all mean not yet)."""
+        deadline = time.monotonic() + START_DEADLINE_S
         while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return self._logged_in()
-            except requests.ConnectionError:
-                pass
             if self.proc.poll() is not None:
                 break
+            try:
+                if requests.get(f"{self.url}/healthz", timeout=10).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
             time.sleep(0.5)
         raise RuntimeError(f"stack did not start; see {self.data_dir / 'stack.log'}")
 
@@ -62,12 +83,30 @@ class LocalStack:
         return http
 
     def __exit__(self, *exc) -> None:
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop the stack whatever happened (idempotent): Ctrl-C's signal to `scanq up`,
+        which stops its parts in order; if it has not ended in time, it and whatever of
+        its parts is left are killed."""
+        if getattr(self, "proc", None) is None:
+            return
+        parts = _descendants(self.proc.pid)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(STOP_DEADLINE_S)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        for part in parts:  # each part has a process group of its own (cli.stack)
+            with contextlib.suppress(Exception):
+                if part.is_running():
+                    part.kill()
+        self.proc = None
         self.log.close()
+        atexit.unregister(self.stop)
 
     def submit(
         self, files: list[Path], version_id: int | None = None, modality: str = "xray"
@@ -95,6 +134,16 @@ class LocalStack:
                 total += next(int(line.split()[1]) for line in status.splitlines()
                               if line.startswith("VmRSS:"))  # fmt: skip
         return total
+
+
+def _descendants(pid: int) -> list:
+    """The processes below `pid` (psutil's, from the dev extra; none without it)."""
+    try:
+        import psutil
+
+        return psutil.Process(pid).children(recursive=True)
+    except Exception:
+        return []
 
 
 def _pids(*args: str) -> list[int]:

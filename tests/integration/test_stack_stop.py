@@ -72,3 +72,32 @@ def test_ctrl_c_stops_every_part_without_killing_any(tmp_path):
     for alarming in ("SIGKILL", "did not stop", "Traceback", "Perhaps out of memory"):
         assert alarming not in out, out[-3000:]
     assert "stopping ScanQ" in out
+
+
+def test_a_benchmark_killed_outright_leaves_no_stack_behind(tmp_path):
+    """bench.stack.LocalStack in a process that dies by SIGKILL (no atexit, no
+    finally): its `scanq up` gets SIGTERM from the kernel and stops every part."""
+    script = (
+        "import sys, time; from pathlib import Path; from bench.stack import LocalStack\n"
+        "stack = LocalStack(Path(sys.argv[1]), 8).__enter__()\n"
+        "print(stack.proc.pid, flush=True); time.sleep(600)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env["SCANQ_DICOM_PORT"] = str(free_port())
+    bench = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+    parts: list[psutil.Process] = []
+    try:
+        up_pid = int(bench.stdout.readline())  # once the stack answers /healthz
+        parts = [psutil.Process(up_pid), *psutil.Process(up_pid).children(recursive=True)]
+        assert len(parts) >= 7
+        bench.kill()
+        bench.wait()
+        _gone, left = psutil.wait_procs(parts, timeout=STOP_BOUND_S)
+        assert not left, f"left running by a killed benchmark: {left}"
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+        for proc in parts:
+            if proc.is_running():
+                proc.kill()

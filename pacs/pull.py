@@ -109,9 +109,12 @@ def run_pull(
     """Retrieve every matching study; a study or instance that fails is counted with
     its reason and the pull goes on."""
     import pydicom
+    from celery import current_app
 
     from pacs.settle import screen_study
-    from pacs.tasks import _send
+
+    def _send(name: str, args: list) -> None:
+        current_app.send_task(name, args=args)
 
     with session_scope(settings.database_url) as session:
         source = get_source(session, source_name)

@@ -294,3 +294,21 @@ def test_a_pull_request_is_checked_before_it_is_queued(app, client):
     assert bad_date.status_code == 400 and "YYYY-MM-DD" in bad_date.json["error"]["message"]
     no_queue = client.post("/api/v1/pulls", json={"source": "pacs", "modality": "DX"})
     assert no_queue.status_code == 503  # the app fixture's Redis is unreachable
+
+
+def test_an_instance_whose_pixels_cannot_be_decoded_fails_alone(app, client, tmp_path):
+    from db.models import Job, Result, Scan
+    from db.session import session_scope
+
+    ct = ct_series(_pngs(tmp_path, 2))
+    ct.instances[1].PixelData = b"\x00\x01" * 10  # far fewer bytes than Rows x Columns
+    assert _stow(client, ct.files()).status_code == 200  # the header is fine: accepted
+    _age_studies(app)
+    (job_id,) = _sweep(app, [])["jobs"]
+    with session_scope(_settings(app).database_url) as session:
+        job = session.get(Job, job_id)
+        assert job.total == 2 and job.failed == 1
+        (error,) = session.scalars(
+            select(Result.error).join(Scan).where(Scan.job_id == job_id, Result.error.is_not(None))
+        )
+        assert "pixel" in error.lower() or "decode" in error.lower(), error

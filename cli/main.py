@@ -276,6 +276,10 @@ def results(job_id, csv_path, url) -> None:
 def train(modality, data, server_path, no_pretrained, activate, wait, url, **options) -> None:
     """Train a model version on a labelled set, on the training queue; prints the job id.
     Options a recipe does not use are refused for it (see each option's recipe)."""
+    if options.get("recipe") == "recalibrate":  # #21: this site's confirmed labels, no set
+        from cli.recalibrate import recalibrate
+
+        return recalibrate(modality, bool(data or server_path), options, wait, url)
     if bool(data) == bool(server_path):
         raise click.UsageError("give exactly one of --data and --server-path")
     if no_pretrained:

@@ -53,9 +53,15 @@ def redis_url(tmp_path_factory):
     from scanq.embedded_redis import start_redis
 
     proc, url = start_redis(tmp_path_factory.mktemp("redis"), appendonly=False)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def free_port() -> int:
@@ -263,3 +269,31 @@ def orthanc(make_orthanc):
     127.0.0.1:.dicom_port (AE .aet), with modality "scanq" -> (SCANQ, .scanq_port), a
     port chosen for a ScanQ DICOM listener (set_modality changes it)."""
     return make_orthanc()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite leaves no redis-server behind: one still running once every fixture
+    is torn down is killed and fails the run, naming it. (Each is also started ending
+    with this process, scanq.children, so even a killed run takes them along.)"""
+    try:
+        import psutil
+    except ImportError:  # the dev extra is not installed: nothing to check with
+        return
+    left = [p for p in psutil.Process().children(recursive=True) if _is_redis_server(p)]
+    if not left:
+        return
+    for proc in left:
+        proc.kill()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        names = ", ".join(f"pid {p.pid}: {' '.join(p.info['cmdline'] or [])}" for p in left)
+        reporter.write_line(f"redis-server left running by the tests (killed): {names}", red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _is_redis_server(proc) -> bool:
+    try:
+        proc.info = {"cmdline": proc.cmdline()}
+        return proc.name().startswith("redis-server")
+    except Exception:  # already gone
+        return False

@@ -37,7 +37,9 @@ def submit_recalibration(
                    "gate": {"margin": margin, "champion": parent.id}}  # fmt: skip
         job = create_training_job(session, modality, options, expected_steps(config), owner=owner)
         audit(session, owner, "submit_training", f"job:{job.id}", {"config": config})
-        summary = {"confirmed_labels": len(labels), "covid": sum(x.label for x in labels),
-                   "parent": parent.id}  # fmt: skip
+        covid = sum(x.label for x in labels)
+        summary = {"n": len(labels), "n_covid": covid, "n_non_covid": len(labels) - covid,
+                   "n_patients": len({x.patient for x in labels}), "rejected": [],
+                   "source": "confirmed labels", "parent": parent.id}  # fmt: skip
     send_training(settings().database_url, get_celery().send_task, [job.id])
     return job, summary

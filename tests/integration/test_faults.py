@@ -210,6 +210,8 @@ def test_queued_work_survives_a_redis_restart(tmp_path_factory, shared_data):
         assert again == sent  # delivered from Redis's own file, not re-sent from SQL
     finally:
         stack.stop()
+        redis.terminate()  # the restarted server too: nothing outlives the test
+        redis.wait(30)
 
 
 def test_database_locked_for_longer_than_its_timeout_delays_but_loses_nothing(stack, shared_data):

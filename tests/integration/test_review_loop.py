@@ -37,12 +37,14 @@ def loop_stack(tmp_path_factory, shared_data):
             (base / label / p.name).write_bytes(p.read_bytes())
     s = Stack(root / "data", redis_url, free_port(), None)
     s.env |= {"SCANQ_DATASET_ROOTS": str(root), "SCANQ_BEAT_INTERVAL": "1"}
-    s.start()
-    s.base = base
-    yield s
-    s.stop()
-    redis_proc.terminate()
-    redis_proc.wait(10)
+    try:  # a stack that fails to start must not leave its Redis running
+        s.start()
+        s.base = base
+        yield s
+        s.stop()
+    finally:
+        redis_proc.terminate()
+        redis_proc.wait(10)
 
 
 def _scored_ct_job(stack, shared_data) -> list[tuple[dict, str]]:

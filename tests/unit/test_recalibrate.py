@@ -58,7 +58,7 @@ def test_recalibration_refits_the_threshold_and_passes_the_gate(client, app, mon
     _review(client, ids, truth)
     resp = _recalibrate(client)
     assert resp.status_code == 202, resp.json
-    assert resp.json["dataset"]["confirmed_labels"] == 32
+    assert resp.json["dataset"]["n"] == 32
     job_id = resp.json["id"]
     with session_scope(settings.database_url) as s:
         parent = s.scalar(

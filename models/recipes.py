@@ -12,27 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
-
-import numpy as np
 
 from models.finetune import fit_finetune
-from models.fitting import Fitted, ProgressFn, StopFn
+from models.fitting import Fitted
 from models.probe import C_GRID, fit_probe
 from models.recalibrate import fit_refused
 
-
-class FitFn(Protocol):
-    def __call__(
-        self,
-        cfg,
-        x_train: np.ndarray,
-        y_train: np.ndarray,
-        x_val: np.ndarray,
-        y_val: np.ndarray,
-        progress: ProgressFn | None = None,
-        should_stop: StopFn | None = None,
-    ) -> Fitted: ...
+# fit(cfg, x_train, y_train, x_val, y_val, progress=None, should_stop=None) -> Fitted,
+# with `cfg` a models.training_options.TrainConfig (models.finetune, models.probe).
+FitFn = Callable[..., Fitted]
 
 
 @dataclass(frozen=True)

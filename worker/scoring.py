@@ -12,12 +12,14 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 
+from models.inference import Predictor
+from models.ood import Verdict
 from models.preprocess import ImageError, load_for_model
 
 _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
@@ -79,32 +81,65 @@ def decode_batch(refs: list[ScanRef], size: int, ready: dict[int, Future] | None
 class ScoringContext:
     """What every row of one job's batch shares."""
 
-    predictor: object  # models.predictor.Predictor, or a stand-in in tests
+    predictor: Predictor
     threshold: float
     job_id: str
     version_id: int
     # Job option: images flagged out of distribution get no probability at all.
     skip_out_of_distribution: bool = False
+    # X-ray versions: each scored image's heat-map share inside its lungs (models.lung).
+    lung_share: bool = False
 
 
 SKIPPED_NOTE = "; not scored (the job skips out-of-distribution images)"
 
 
-def _row(ref: ScanRef, ctx: ScoringContext) -> dict:
-    return {"scan_id": ref.scan_id, "job_id": ctx.job_id, "model_version_id": ctx.version_id}
+@dataclass(frozen=True)
+class ResultRow:
+    """One scan's result, as db.jobs.store_results writes it (the columns of
+    db.models.Result): a probability and label, or an error; the out-of-distribution
+    verdict of a scored image."""
+
+    scan_id: int
+    job_id: str
+    model_version_id: int | None
+    probability: float | None = None
+    label: str | None = None
+    error: str | None = None
+    timing_ms: float | None = None
+    ood_score: float | None = None
+    out_of_distribution: bool | None = None
+    ood_reason: str | None = None
+    lung_heat_share: float | None = None
+
+    def values(self) -> dict:
+        return asdict(self)
 
 
-def _scored_row(ref: ScanRef, ctx: ScoringContext, p: float, verdict, per_image_ms: float):
-    row = _row(ref, ctx) | {
-        "ood_score": verdict.score,
-        "out_of_distribution": verdict.flagged,
-        "ood_reason": verdict.reason,
-        "timing_ms": round(per_image_ms, 3),
-    }
+def _row(ref: ScanRef, ctx: ScoringContext, error: str | None = None) -> ResultRow:
+    return ResultRow(ref.scan_id, ctx.job_id, ctx.version_id, error=error)
+
+
+def _scored_row(
+    ref: ScanRef,
+    ctx: ScoringContext,
+    p: float,
+    verdict: Verdict,
+    per_image_ms: float,
+    share: float | None = None,
+) -> ResultRow:
+    row = replace(
+        _row(ref, ctx),
+        ood_score=verdict.score,
+        out_of_distribution=verdict.flagged,
+        ood_reason=verdict.reason,
+        timing_ms=round(per_image_ms, 3),
+    )
     if verdict.flagged and ctx.skip_out_of_distribution:
-        return row | {"ood_reason": verdict.reason + SKIPPED_NOTE}
+        return replace(row, ood_reason=verdict.reason + SKIPPED_NOTE)
     # A flagged image keeps its probability for the record; pages, CSV and API warn.
-    return row | {"probability": p, "label": "covid" if p >= ctx.threshold else "non_covid"}
+    label = "covid" if p >= ctx.threshold else "non_covid"
+    return replace(row, probability=p, label=label, lung_heat_share=share)
 
 
 def score(
@@ -112,10 +147,10 @@ def score(
     ctx: ScoringContext,
     batch_id: int | None = None,
     next_batch: tuple[int, list[ScanRef]] | None = None,
-) -> tuple[list[dict], dict]:
-    """Result rows (dicts for db.jobs.store_results) for every ref, in order, and the
-    milliseconds spent decoding and in the model. With `batch_id`, scans decoded ahead
-    are used; with `next_batch`, that batch is decoded while this one is in the model."""
+) -> tuple[list[ResultRow], dict]:
+    """Result rows for every ref, in order, and the milliseconds spent decoding and in
+    the model. With `batch_id`, scans decoded ahead are used; with `next_batch`, that
+    batch is decoded while this one is in the model."""
     t0 = time.perf_counter()
     size = ctx.predictor.input_size
     ready = decode_ahead.take(batch_id, size) if batch_id is not None else {}
@@ -124,20 +159,27 @@ def score(
         decode_ahead.start(*next_batch, size)
     t1 = time.perf_counter()
     good = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
-    probs, verdicts = (
-        ctx.predictor.predict_and_judge(np.stack([decoded[i] for i in good])) if good else ([], [])
-    )
+    images = np.stack([decoded[i] for i in good]) if good else None
+    probs, verdicts = ctx.predictor.predict_and_judge(images) if good else ([], [])
+    t_lung = time.perf_counter()
+    shares = [None] * len(good)
+    if ctx.lung_share and good:
+        from models.lung.share import shares_for_scoring
+
+        shares = shares_for_scoring(ctx.predictor, images)
     t2 = time.perf_counter()
     per_image_ms = (t2 - t0) * 1000 / max(len(refs), 1)
-    scored = dict(zip(good, zip(probs, verdicts, strict=True), strict=True))
+    scored = dict(zip(good, zip(probs, verdicts, shares, strict=True), strict=True))
     rows = []
     for i, ref in enumerate(refs):
         if i in scored:
-            p, verdict = scored[i]
-            rows.append(_scored_row(ref, ctx, float(p), verdict, per_image_ms))
+            p, verdict, share = scored[i]
+            rows.append(_scored_row(ref, ctx, float(p), verdict, per_image_ms, share))
         else:
-            rows.append(_row(ref, ctx) | {"error": decoded[i]})
-    stats = {"decode_ms": round((t1 - t0) * 1000, 2), "model_ms": round((t2 - t1) * 1000, 2)}
+            rows.append(_row(ref, ctx, error=decoded[i]))
+    stats = {"decode_ms": round((t1 - t0) * 1000, 2), "model_ms": round((t_lung - t1) * 1000, 2)}
+    if ctx.lung_share:
+        stats["lung_share_ms"] = round((t2 - t_lung) * 1000, 2)
     return rows, stats
 
 
@@ -152,8 +194,8 @@ def score_one_by_one(
     refs: list[ScanRef],
     ctx: ScoringContext,
     before_each: Callable[[ScanRef], None],
-    after_each: Callable[[dict], None],
-) -> list[dict]:
+    after_each: Callable[[ResultRow], None],
+) -> list[ResultRow]:
     """The slow, safe path for a batch that failed whole: each file alone, so one bad
     file fails alone. `before_each` records the file in hand (a crash then names it),
     `after_each` stores its result at once."""
@@ -165,7 +207,7 @@ def score_one_by_one(
         except SoftTimeLimitExceeded:  # a hang: the process ends (worker.tasks)
             raise
         except Exception as exc:  # whatever this one file does, the others go on
-            row = _row(ref, ctx) | {"error": f"scoring failed: {type(exc).__name__}: {exc}"[:2000]}
+            row = _row(ref, ctx, error=f"scoring failed: {type(exc).__name__}: {exc}"[:2000])
         after_each(row)
         rows.append(row)
     return rows

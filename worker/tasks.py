@@ -13,28 +13,22 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from db.jobs import (
-    claim_batch,
-    fail_stalled_uploads,
-    finish_batch,
-    next_queued_batch,
-    pending_scans,
-    refresh_job,
-    set_probing,
-    store_results,
-)
-from db.models import Batch, Job, ModelVersion, utcnow
+from db.jobs import fail_stalled_uploads, finish_batch, refresh_job, set_probing, store_results
+from db.models import Batch, Job, utcnow
 from db.schedules import all_schedules, fail_runs_of_jobs
 from db.session import session_scope
 from db.training_jobs import fail_stalled_training, unsent_training_jobs
+from models.inference import Predictor
 from scanq.settings import get_settings
+from worker.batch_work import BatchWork, claim_work, version_of_batch
 from worker.celery_app import RECONCILE, SCORE_BATCH
 from worker.sending import send_batches, send_training
 
 log = logging.getLogger(__name__)
-# Deliveries of a batch that may die whole before it is scored one file at a time.
-ISOLATE_AFTER_ATTEMPTS = 2
 EXIT_TIMED_OUT = 75  # the worker process's exit status after a batch's time limit
+# How long a delivery whose model version is still loading here waits for it before it
+# leaves the batch for a later delivery (capped at a quarter of the batch time limit).
+MODEL_WAIT_SECONDS = 5.0
 
 
 @shared_task(
@@ -62,76 +56,91 @@ def score_batch(batch_id: int) -> str:
 
 
 def _score_batch(batch_id: int) -> str:
-    from worker import runtime
-    from worker.scoring import POISON_ERROR, ScanRef, ScoringContext, score
-
+    """Score the batch once its model version is loaded in this process; until then,
+    leave it to a later delivery (worker.warmup), so the time limit never counts a load."""
     settings = get_settings()
-    url = settings.database_url
-    with session_scope(url) as session:
-        batch = claim_batch(session, batch_id)
-        if batch is None:
-            return "skipped"
-        job = session.get(Job, batch.job_id)
-        version = session.get(ModelVersion, job.model_version_id)
-        refs = [
-            ScanRef(s.id, settings.data_dir / s.stored_path)
-            for s in pending_scans(session, batch_id)
-        ]
-        job_id, threshold = job.id, version.threshold
-        skip_ood = bool((job.options or {}).get("skip_out_of_distribution"))
-        version_args = (version.id, version.path, version.temperature, version.backbone)
-        queued = (batch.started_at - batch.enqueued_at) if batch.enqueued_at else None
-        suspect, isolate = batch.probing_scan_id, batch.attempts > ISOLATE_AFTER_ATTEMPTS
-        upcoming = next_queued_batch(session, batch)
-        next_batch = upcoming and (
-            upcoming[0],
-            [ScanRef(s.id, settings.data_dir / s.stored_path) for s in upcoming[1]],
-        )
-    stats: dict = {"n": len(refs)}
-    if queued is not None:
-        stats["queue_ms"] = round(queued.total_seconds() * 1000, 2)
-    rows = []
+    try:
+        taken = _take(settings, batch_id)
+    except SoftTimeLimitExceeded:
+        # Out of time before any file was opened (a starved process while its model
+        # loads): nothing is stuck, so this process goes on and the batch waits.
+        log.warning("batch %s: time limit reached before scoring began; sent again", batch_id)
+        send_batches(settings.database_url, current_app.send_task, [batch_id])
+        return "left for later: out of time before scoring"
+    if isinstance(taken, str):
+        return taken
+    return _score_work(settings.database_url, *taken)
+
+
+def _take(settings, batch_id: int) -> tuple[BatchWork, Predictor] | str:
+    """The batch's work and a ready predictor, or why this delivery leaves it."""
+    from worker import warmup
+
+    with session_scope(settings.database_url) as session:
+        version = version_of_batch(session, batch_id)
+    if version is None:
+        return "skipped"
+    predictor = warmup.ready(settings, version.load_args, wait=0)
+    if predictor is None:
+        # Waiting a little keeps a loading process from re-sending the batch in a loop.
+        wait = min(MODEL_WAIT_SECONDS, settings.batch_time_limit / 4)
+        warmup.ready(settings, version.load_args, wait=wait)
+        send_batches(settings.database_url, current_app.send_task, [batch_id])
+        return f"left for later: model version {version.id} is loading"
+    with session_scope(settings.database_url) as session:
+        work = claim_work(session, settings.data_dir, batch_id)
+    return "skipped" if work is None else (work, predictor)
+
+
+def _score_work(url: str, work: BatchWork, predictor: Predictor) -> str:
+    from worker.scoring import POISON_ERROR, ResultRow, ScoringContext, score
+
+    stats: dict = {"n": len(work.scans)}
+    if work.queued_ms is not None:
+        stats["queue_ms"] = work.queued_ms
+    rows: list[ResultRow] = []
+    refs, isolate, suspect = work.scans, work.isolate, work.suspect_scan_id
     if suspect is not None:  # the last attempt died on this file
-        log.warning("batch %s: scan %s crashed the worker; leaving it out", batch_id, suspect)
-        rows.append({"scan_id": suspect, "job_id": job_id, "model_version_id": version_args[0],
-                     "error": POISON_ERROR})  # fmt: skip
+        log.warning("batch %s: scan %s crashed the worker; leaving it out", work.batch_id, suspect)
+        rows.append(ResultRow(suspect, work.job_id, work.version.id, error=POISON_ERROR))
         refs = [r for r in refs if r.scan_id != suspect]
     if refs:
-        predictor = runtime.predictor_for(settings, *version_args)
-        ctx = ScoringContext(predictor, threshold, job_id, version_args[0], skip_ood)
+        lung_share = work.version.modality == "xray"  # models.lung.share
+        ctx = ScoringContext(predictor, work.version.threshold, work.job_id, work.version.id,
+                             work.skip_out_of_distribution, lung_share)  # fmt: skip
         if not isolate:
             try:
-                scored, timings = score(refs, ctx, batch_id, next_batch)
+                scored, timings = score(refs, ctx, work.batch_id, work.next_batch)
                 rows += scored
                 stats |= timings
             except SoftTimeLimitExceeded:
                 raise
             except Exception:
-                log.exception("batch %s failed whole; scoring its files one by one", batch_id)
+                log.exception("batch %s failed whole; scoring its files one by one", work.batch_id)
                 isolate = True
         if isolate:
-            rows += _score_isolated(url, batch_id, refs, ctx)
+            rows += _score_isolated(url, work.batch_id, refs, ctx)
     t0 = time.perf_counter()
     with session_scope(url) as session:
         # Rows scored one by one are already stored; the unique scan key skips them here.
-        store_results(session, rows)
+        store_results(session, [row.values() for row in rows])
         stats["write_ms"] = round((time.perf_counter() - t0) * 1000, 2)
-        set_probing(session, batch_id, None)
-        finish_batch(session, batch_id, stats)
-        refresh_job(session, job_id)
+        set_probing(session, work.batch_id, None)
+        finish_batch(session, work.batch_id, stats)
+        refresh_job(session, work.job_id)
     return f"scored {len(rows)}"
 
 
-def _score_isolated(url, batch_id, refs, ctx) -> list[dict]:
+def _score_isolated(url, batch_id, refs, ctx) -> list:
     from worker.scoring import score_one_by_one
 
     def before_each(ref) -> None:
         with session_scope(url) as session:
             set_probing(session, batch_id, ref.scan_id)
 
-    def after_each(row: dict) -> None:
+    def after_each(row) -> None:
         with session_scope(url) as session:
-            store_results(session, [row])
+            store_results(session, [row.values()])
 
     return score_one_by_one(refs, ctx, before_each, after_each)
 

@@ -30,10 +30,11 @@ def test_one_bad_file_fails_alone(tmp_path):
         refs, ScoringContext(Picky(), 0.5, "job", 1), seen.append, stored.append
     )
     assert [r.scan_id for r in seen] == [0, 1, 2, 3]  # each file marked before scoring
-    assert stored == rows and [r["scan_id"] for r in rows] == [0, 1, 2, 3]
-    assert rows[0]["probability"] == rows[2]["probability"] == 0.7
-    assert "FloatingPointError: cannot score a uniform image" in rows[1]["error"]
-    assert "not a readable image" in rows[3]["error"]
+    assert stored == rows and [r.scan_id for r in rows] == [0, 1, 2, 3]
+    assert rows[0].probability == rows[2].probability == 0.7
+    assert rows[0].label == "covid" and rows[1].probability is None
+    assert "FloatingPointError: cannot score a uniform image" in rows[1].error
+    assert "not a readable image" in rows[3].error
 
 
 def _flat() -> bytes:

@@ -102,11 +102,11 @@ def retemper(reference: dict, temperature: float) -> dict:
 
 def compute_reference(folder: Path, data: Sequence[Path | str], temperature: float) -> dict:
     """Score the version's test split (re-derived from the seed in its card, as
-    models.train.reload_version does) as a worker scores a site image. Needs
+    models.version.reload_version does) as a worker scores a site image. Needs
     TensorFlow. ValueError when the data no longer gives the version's split."""
     from models.dataset import load_examples, train_val_test
-    from models.predictor import Predictor
     from models.decode import decode_examples
+    from models.predictor import Predictor
 
     folder = Path(folder)
     card = json.loads((folder / "card.json").read_text())

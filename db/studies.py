@@ -221,6 +221,22 @@ def study_jobs(session: Session, study_id: int) -> list[Job]:
     )
 
 
+def release_unfilled(session: Session) -> int:
+    """Instances claimed by a job that ended before their scans were written into it
+    (its settling process died, and the reconciler failed the job as a stalled upload)
+    are given back, so the next sweep screens them in a new job instead of never."""
+    ended = select(Job.id).where(Job.status.in_(FINAL_STATUSES))
+    return session.execute(
+        update(StudyInstance)
+        .where(
+            StudyInstance.job_id.in_(ended),
+            StudyInstance.first_position.is_(None),
+            StudyInstance.route.is_not(None),
+        )
+        .values(job_id=None)
+    ).rowcount
+
+
 def studies_due_a_verdict(session: Session) -> list[int]:
     """Studies being screened whose every job has ended."""
     open_job = exists().where(

@@ -25,6 +25,7 @@ from db.studies import (
     claim_pending,
     mark_unscreenable,
     pending_routes,
+    release_unfilled,
     settled_studies,
     store_verdict,
     studies_due_a_verdict,
@@ -41,6 +42,7 @@ def sweep(settings: Settings, send_task: SendTask) -> dict:
     """One pass: settle what is stable, store the verdicts that are due."""
     cutoff = utcnow() - timedelta(seconds=settings.study_settle)
     with session_scope(settings.database_url) as session:
+        release_unfilled(session)
         unscreenable = mark_unscreenable(session, cutoff)
         settled = settled_studies(session, cutoff)
     jobs = []

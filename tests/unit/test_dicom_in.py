@@ -312,3 +312,30 @@ def test_an_instance_whose_pixels_cannot_be_decoded_fails_alone(app, client, tmp
             select(Result.error).join(Scan).where(Scan.job_id == job_id, Result.error.is_not(None))
         )
         assert "pixel" in error.lower() or "decode" in error.lower(), error
+
+
+def test_instances_of_a_job_whose_settling_died_are_screened_again(app, client, tmp_path):
+    """A settling process that dies after claiming a study's instances leaves a job
+    `receiving` with no scans; once the reconciler fails it as a stalled upload, the
+    next sweep gives the instances a new job."""
+    from db.jobs import fail_stalled_uploads, open_inference_job
+    from db.models import StudyInstance, utcnow
+    from db.registry import active_version
+    from db.session import session_scope
+    from db.studies import claim_pending
+
+    ct = ct_series(_pngs(tmp_path, 2))
+    assert _stow(client, ct.files()).status_code == 200
+    url = _settings(app).database_url
+    with session_scope(url) as session:  # what a sweep does before it dies
+        study_id = session.scalars(select(StudyInstance.study_id)).first()
+        job = open_inference_job(session, "ct", active_version(session, "ct").id, "tester")
+        assert len(claim_pending(session, study_id, "ct", job.id)) == 2
+        dead = job.id
+    with session_scope(url) as session:
+        assert fail_stalled_uploads(session, utcnow() + timedelta(seconds=1)) == [dead]
+    _age_studies(app)
+    (job_id,) = _sweep(app, [])["jobs"]
+    assert job_id != dead
+    with session_scope(url) as session:
+        assert set(session.scalars(select(StudyInstance.job_id))) == {job_id}

@@ -24,9 +24,7 @@ def recalibrate(modality: str, data_given: bool, options: dict, wait: bool, url:
                "patients)", err=True)  # fmt: skip
     click.echo(job["id"])
     if wait:
-        from cli.main import wait_for_job
-
-        final = wait_for_job(client, job["id"])
+        final = client.wait(job["id"], interval=1.0)
         if final["status"] != "succeeded":
             raise click.ClickException(f"recalibration {final['status']}: {final.get('error')}")
         click.echo(f"model version {final['model_version']} is ready; the gate's decision is "

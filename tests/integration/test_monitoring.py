@@ -86,6 +86,8 @@ def test_site_performance_drift_recalibration_and_metrics(mon_stack, shared_data
                               data={"modality": "xray", "recipe": "recalibrate"})  # fmt: skip
     assert refused.status_code == 422, refused.text
     assert refused.json()["error"]["code"] in ("too_few_labels", "one_class_only")
+    cli = stack.scanq("train", "--modality", "xray", "--recipe", "recalibrate", timeout=60)
+    assert cli.returncode != 0 and "at least 30 confirmed labels" in cli.stderr, cli.stderr
     confirm(items[10:])
 
     # The site's AUC is the one `scanq evaluate` gives on the same images.

@@ -26,6 +26,7 @@ from db.models import MODALITIES, ModelVersion, utcnow
 from db.monitoring import Confirmed, Scope, confirmed, count_scored, scored
 from db.registry import SUPERSEDED, active_version
 from models import drift, metrics
+from models.calibration import expected_calibration_error
 from scanq import DISCLAIMER
 from web import monitoring_plots as plots
 from web.api import bp as api_bp
@@ -135,17 +136,22 @@ def performance(rows: list[Confirmed], threshold: float, with_ci: bool = True) -
     }  # fmt: skip
     if not with_score:
         return body
-    groups = [r.patient for r in with_score]
-    report = metrics.screening_report(y, p, threshold, groups=groups if with_ci else None)
-    from models.calibration import expected_calibration_error
-
-    body |= {k: report[k] for k in ("auc", "sensitivity", "specificity", "confusion")}
-    body["auc_ci95"] = report["auc_ci95"] if with_ci else [None, None]
+    c = metrics.confusion(y, p, threshold)
+    auc = metrics.roc_auc(y, p)
+    if not np.isnan(auc):
+        body["auc"] = round(auc, 4)
+        if with_ci:  # the pictures need no interval
+            ci = metrics.bootstrap_auc_ci(y, p, [r.patient for r in with_score])
+            body["auc_ci95"] = [None if np.isnan(v) else round(v, 4) for v in ci]
+    body["confusion"] = c
+    if c["tp"] + c["fn"]:
+        body["sensitivity"] = round(c["tp"] / (c["tp"] + c["fn"]), 4)
+    if c["tn"] + c["fp"]:
+        body["specificity"] = round(c["tn"] / (c["tn"] + c["fp"]), 4)
     body["ece"] = round(expected_calibration_error(y, p), 4)
     body["reliability"] = reliability(y, p)
     if body["auc"] is not None:
         fpr, tpr = metrics.roc_curve(y, p)
-        c = report["confusion"]
         point = [c["fp"] / max(c["fp"] + c["tn"], 1), c["tp"] / max(c["tp"] + c["fn"], 1)]
         body["roc"] = {"fpr": fpr.round(4).tolist(), "tpr": tpr.round(4).tolist(),
                        "operating_point": [round(v, 4) for v in point]}  # fmt: skip

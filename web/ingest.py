@@ -23,7 +23,7 @@ from pathlib import PurePosixPath
 from db.jobs import IncomingScan
 from models import readers
 from models.readers import DICOM, ImageError
-from web.storage import store_bytes
+from scanq.storage import store_bytes
 
 # What zipfile raises on damaged archives (found by tests/unit/test_fuzz_inputs.py:
 # a mangled header gives ValueError "negative seek value", not BadZipFile).

@@ -90,7 +90,7 @@ def test_a_file_that_crashed_the_worker_fails_alone(stack, shared_data):
     from db.models import Scan
     from db.registry import active_version
     from scanq.settings import load_settings
-    from web.storage import store_bytes
+    from scanq.storage import store_bytes
     from worker.celery_app import SCORE_BATCH, create_celery
     from worker.scoring import POISON_ERROR
 
@@ -137,8 +137,8 @@ def test_a_file_whose_read_never_ends_fails_alone(tmp_path_factory, redis_url, s
     from db.models import Scan
     from db.registry import active_version
     from scanq.settings import load_settings
+    from scanq.storage import store_bytes
     from tests.conftest import Stack, free_port
-    from web.storage import store_bytes
     from worker.celery_app import SCORE_BATCH, create_celery
     from worker.scoring import POISON_ERROR
 
@@ -238,7 +238,7 @@ def test_database_locked_for_longer_than_its_timeout_delays_but_loses_nothing(st
     from db.jobs import IncomingScan, create_inference_job
     from db.registry import active_version
     from scanq.settings import load_settings
-    from web.storage import store_bytes
+    from scanq.storage import store_bytes
     from worker.celery_app import SCORE_BATCH, create_celery
 
     scans = []

@@ -83,7 +83,7 @@ def test_database_unreachable_mid_job_delays_but_loses_nothing(pg, shared_data):
     from db.jobs import IncomingScan, create_inference_job
     from db.registry import active_version
     from scanq.settings import load_settings
-    from web.storage import store_bytes
+    from scanq.storage import store_bytes
     from worker.celery_app import SCORE_BATCH, create_celery
 
     stack, proxy, db = pg

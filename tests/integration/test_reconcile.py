@@ -12,8 +12,8 @@ from db.models import Batch
 from db.registry import active_version
 from db.session import session_scope
 from scanq.settings import load_settings
+from scanq.storage import store_bytes
 from tests.conftest import sample_images
-from web.storage import store_bytes
 from worker.celery_app import RECONCILE, create_celery
 
 

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.models import FINAL_STATUSES, Job, Study, StudyInstance, StudyJob, utcnow
+
+if TYPE_CHECKING:
+    from models.readers.dicom import DicomTags
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,12 @@ class RecordedInstance:
     duplicate: bool  # the same bytes were already recorded under this SOP instance
 
 
+def _fit(column, value: str | None) -> str | None:
+    """A header text cut to its column's length (a header may say more than the
+    standard allows; PostgreSQL refuses what SQLite would keep)."""
+    return value[: column.type.length] if value else None
+
+
 def _study_for(session: Session, header, origin: Origin) -> tuple[Study, bool]:
     query = select(Study).where(Study.owner == origin.owner, Study.study_uid == header.study_uid)
     study = session.scalar(query)
@@ -53,9 +63,9 @@ def _study_for(session: Session, header, origin: Origin) -> tuple[Study, bool]:
                 peer_id=origin.peer_id,
                 results_to_peer_id=origin.results_to_peer_id,
                 source=origin.source[:80],
-                patient_id=header.patient_id,
-                accession=header.accession,
-                study_date=header.study_date,
+                patient_id=_fit(Study.patient_id, header.patient_id),
+                accession=_fit(Study.accession, header.accession),
+                study_date=_fit(Study.study_date, header.study_date),
                 status="receiving",
                 instances=0,
                 not_screened=0,
@@ -70,7 +80,7 @@ def _study_for(session: Session, header, origin: Origin) -> tuple[Study, bool]:
 
 
 def record_instance(
-    session: Session, header, where, digest: str, rel: str, size: int, origin: Origin
+    session: Session, header: DicomTags, where, digest: str, rel: str, size: int, origin: Origin
 ) -> RecordedInstance:
     """Add (or replace, when its content changed) one instance in its study."""
     study, new_study = _study_for(session, header, origin)
@@ -86,10 +96,11 @@ def record_instance(
         instance = StudyInstance(study_id=study.id, sop_instance_uid=header.sop_instance_uid)
         session.add(instance)
     if not duplicate:
-        instance.series_uid = header.series_uid
-        instance.sop_class_uid = header.sop_class_uid
-        instance.modality = header.modality
-        instance.route, instance.reason = where.modality, where.reason
+        instance.series_uid = _fit(StudyInstance.series_uid, header.series_uid)
+        instance.sop_class_uid = _fit(StudyInstance.sop_class_uid, header.sop_class_uid)
+        instance.modality = _fit(StudyInstance.modality, header.modality)
+        instance.route = where.modality
+        instance.reason = _fit(StudyInstance.reason, where.reason)
         instance.sha256, instance.stored_path, instance.size_bytes = digest, rel, size
         instance.received_at = now
         # Changed content is screened again, by a follow-up job.

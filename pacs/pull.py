@@ -17,7 +17,7 @@ from db.accounts import audit
 from db.peers import get_source
 from db.session import session_scope
 from db.studies import Origin
-from pacs.instances import IncomingFile, InstanceError, record_stored
+from pacs.instances import InstanceError, store_instance
 from scanq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -145,11 +145,9 @@ def run_pull(
             for ds in client.iter_study(uid):
                 buf = io.BytesIO()
                 pydicom.dcmwrite(buf, ds, enforce_file_format=True)
-                incoming = IncomingFile(settings.data_dir)
-                incoming.write(buf.getvalue())
-                del buf, ds
+                data, buf, ds = buf.getvalue(), None, None  # one instance in memory
                 try:
-                    rec = record_stored(settings.database_url, settings.data_dir, incoming, origin)
+                    rec = store_instance(settings.database_url, settings.data_dir, [data], origin)
                 except InstanceError as exc:
                     outcome["failed"] += 1
                     outcome["errors"].append(str(exc)[:300])

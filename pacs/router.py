@@ -5,7 +5,10 @@ accepted (a PACS push never fails over it) but recorded as not screened, with th
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from models.readers.dicom import DicomTags
 
 CT_IMAGE_STORAGE = {
     "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
@@ -43,18 +46,13 @@ class Route(NamedTuple):
     reason: str | None  # why not screened
 
 
-def route(
-    sop_class_uid: str | None,
-    modality: str | None,
-    view_position: str | None,
-    body_part: str | None,
-    image_type: tuple[str, ...] = (),
-) -> Route:
+def route(tags: DicomTags) -> Route:
     """Where an instance goes, from its SOP class and a few header fields."""
-    modality = (modality or "").strip().upper()
-    body = (body_part or "").strip().upper().replace(" ", "")
+    sop_class_uid = tags.sop_class_uid
+    modality = (tags.modality or "").strip().upper()
+    body = (tags.body_part or "").strip().upper().replace(" ", "")
     if sop_class_uid in CT_IMAGE_STORAGE:
-        if "LOCALIZER" in {t.strip().upper() for t in image_type}:
+        if "LOCALIZER" in {t.strip().upper() for t in tags.image_type}:
             return Route(None, "CT localizer (scout) image, not a slice")
         if body not in CHEST_PARTS:
             return Route(None, f"CT of body part {body}, not the chest")
@@ -62,7 +60,7 @@ def route(
     if sop_class_uid in XRAY_IMAGE_STORAGE:
         if body not in CHEST_PARTS:
             return Route(None, f"radiograph of body part {body}, not the chest")
-        view = (view_position or "").strip().upper()
+        view = (tags.view_position or "").strip().upper()
         if view in FRONTAL_VIEWS:
             return Route("xray", None)
         if not view:

@@ -133,12 +133,13 @@ def stow(study_uid: str | None = None):
     owner = owner_name()
     origin = Origin(owner=owner, source="stow", results_to_peer_id=results_to)
     referenced, failed, reasons, studies = [], [], [], {}
-    parts = 0
+    parts = not_dicom = 0
     try:
         for content_type, incoming in _parts(boundary):
             parts += 1
             if content_type and content_type != DICOM_TYPE:
                 incoming.discard()
+                not_dicom += 1
                 reasons.append(f"part {parts}: {content_type} is not {DICOM_TYPE}")
                 failed.append(
                     {
@@ -151,6 +152,7 @@ def stow(study_uid: str | None = None):
                 rec = record_stored(cfg.database_url, cfg.data_dir, incoming, origin, study_uid)
             except InstanceError as exc:
                 reasons.append(f"part {parts}: {exc}")
+                not_dicom += exc.not_dicom
                 code = NOT_IN_STUDY if exc.not_in_study else CANNOT_UNDERSTAND
                 failed.append(
                     {
@@ -182,9 +184,7 @@ def stow(study_uid: str | None = None):
                     )
     if parts == 0:
         return _error(400, "no_instances", "the body holds no parts")
-    if not referenced and all(
-        "not a DICOM" in r or "is not application/dicom" in r for r in reasons
-    ):
+    if not referenced and not_dicom == parts:
         return _error(400, "not_dicom", "no part is a DICOM instance: " + "; ".join(reasons[:5]))
     log.info("STOW-RS from %s: %d stored, %d failed", owner, len(referenced), len(failed))
     status = 200 if not failed else (202 if referenced else 409)

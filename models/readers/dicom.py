@@ -17,6 +17,7 @@ atheris: an unknown VR in Columns gave NotImplementedError) can fail anywhere af
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -50,16 +51,23 @@ def scanq_modality(modality: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class DicomTags:
-    """The header fields ScanQ reads: where a file belongs and what it shows."""
+    """The header fields ScanQ reads: where a file belongs and what it shows (the
+    PACS side routes and groups instances by these: pacs.router, pacs.instances).
+    Texts are stripped, None when absent or empty."""
 
     modality: str | None  # the file's own Modality, e.g. "CT", "CR", "DX"
     patient_id: str | None
     study_uid: str | None
     series_uid: str | None
-    sop_instance_uid: str | None
-    sop_class_uid: str | None
+    sop_instance_uid: str | None  # else the file meta's MediaStorageSOPInstanceUID
+    sop_class_uid: str | None  # else the file meta's MediaStorageSOPClassUID
     instance_number: int | None
     transfer_syntax: str | None
+    view_position: str | None = None  # "PA", "AP", "LL"... (radiographs)
+    body_part: str | None = None  # BodyPartExamined, e.g. "CHEST"
+    image_type: tuple[str, ...] = ()  # ImageType values, e.g. ("ORIGINAL", "PRIMARY", "AXIAL")
+    accession: str | None = None  # AccessionNumber
+    study_date: str | None = None  # StudyDate, YYYYMMDD
 
     @property
     def scanq_modality(self) -> str | None:
@@ -76,13 +84,15 @@ def _guarded(step: Callable[[], T]) -> T:
         raise DicomError(f"damaged DICOM element ({type(exc).__name__}: {exc})"[:500]) from None
 
 
-def read_dataset(data: bytes, pixels: bool = True):
-    """The pydicom Dataset of a Part-10 file; `pixels=False` stops before the pixel
-    data (cheap: for reading tags only)."""
+def read_dataset(data: bytes | os.PathLike, pixels: bool = True):
+    """The pydicom Dataset of a Part-10 file (its bytes, or its path: then only what is
+    read is loaded); `pixels=False` stops before the pixel data (cheap: for reading
+    tags only)."""
     import pydicom
 
+    source = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
     try:
-        return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=not pixels)
+        return pydicom.dcmread(source, stop_before_pixels=not pixels)
     except Exception as exc:  # pydicom raises many types for broken files
         raise DicomError(f"not a readable DICOM file ({type(exc).__name__})") from None
 
@@ -90,29 +100,39 @@ def read_dataset(data: bytes, pixels: bool = True):
 def tags_of(ds) -> DicomTags:
     """The header fields of a pydicom Dataset (one read from bytes, or a C-STORE's)."""
 
-    def text(keyword: str) -> str | None:
-        value = ds.get(keyword)
-        return str(value) if value not in (None, "") else None
+    meta = getattr(ds, "file_meta", None) or {}
+
+    def text(keyword: str, where=ds) -> str | None:
+        value = where.get(keyword)
+        return (str(value).strip() or None) if value not in (None, "") else None
 
     def read() -> DicomTags:
         number = ds.get("InstanceNumber")
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        syntax = getattr(meta, "TransferSyntaxUID", None)
+        image_type = ds.get("ImageType") or ()
+        image_type = (image_type,) if isinstance(image_type, str) else tuple(map(str, image_type))
         return DicomTags(
             modality=text("Modality"),
             patient_id=text("PatientID"),
             study_uid=text("StudyInstanceUID"),
             series_uid=text("SeriesInstanceUID"),
-            sop_instance_uid=text("SOPInstanceUID"),
-            sop_class_uid=text("SOPClassUID"),
+            sop_instance_uid=text("SOPInstanceUID") or text("MediaStorageSOPInstanceUID", meta),
+            sop_class_uid=text("SOPClassUID") or text("MediaStorageSOPClassUID", meta),
             instance_number=int(number) if number not in (None, "") else None,
             transfer_syntax=str(syntax) if syntax else None,
+            view_position=text("ViewPosition"),
+            body_part=text("BodyPartExamined"),
+            image_type=image_type,
+            accession=text("AccessionNumber"),
+            study_date=text("StudyDate"),
         )
 
     return _guarded(read)
 
 
-def read_tags(data: bytes) -> DicomTags:
-    """A Part-10 file's header fields, without reading its pixel data."""
+def read_tags(data: bytes | os.PathLike) -> DicomTags:
+    """A Part-10 file's header fields (from its bytes or its path), without reading its
+    pixel data."""
     return tags_of(read_dataset(data, pixels=False))
 
 

@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
+from models.readers.dicom import DicomTags, read_tags
 from pacs.router import route
 from tests.dicom_factory import ct_series, dx_study
 from tests.helpers import png
@@ -36,9 +37,19 @@ CT, DX = "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.1.1"
 def test_the_router_screens_ct_slices_and_frontal_radiographs_only(
     sop, modality, view, body, image_type, expected
 ):
-    where = route(sop, modality, view, body, image_type)
+    where = route(
+        DicomTags(modality, None, None, None, None, sop, None, None, view, body, image_type)
+    )
     assert where.modality == expected
     assert (where.reason is None) == (expected is not None)
+
+
+def test_the_fields_the_router_reads_come_from_the_one_header_reader(tmp_path):
+    (lateral,) = dx_study(_pngs(tmp_path, 1), ["LL"], accession="ACC-7").files()
+    tags = read_tags(lateral)
+    assert (tags.view_position, tags.body_part, tags.accession) == ("LL", "CHEST", "ACC-7")
+    assert tags.image_type == ("ORIGINAL", "PRIMARY") and len(tags.study_date) == 8
+    assert route(tags) == (None, "LL view: only frontal (PA, AP) radiographs are screened")
 
 
 def _pngs(tmp_path, n: int, size: int = 64) -> list:

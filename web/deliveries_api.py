@@ -20,7 +20,7 @@ from scanq import DISCLAIMER
 from web.access import owner_name
 from web.extensions import get_celery
 from web.http import ApiError, db_session
-from web.studies import _get_study
+from web.studies import visible_study
 from worker.celery_app import SEND_DELIVERY
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def _state(session, study_id: int) -> dict:
 @bp.get("/studies/<int:study_id>/deliveries")
 def study_deliveries(study_id: int):
     with db_session() as session:
-        _get_study(session, study_id)
+        visible_study(session, study_id)
         return jsonify(_state(session, study_id))
 
 
@@ -56,7 +56,7 @@ def start_send(study_id: int, body) -> dict:
     if peer and dicomweb:
         raise ApiError(400, "two_destinations", "name a peer or a DICOMweb server, not both")
     with db_session() as session:
-        _get_study(session, study_id)
+        visible_study(session, study_id)
         try:
             target = named_target(session, peer, dicomweb) if peer or dicomweb else None
             queued = request_send(session, study_id, owner_name(), target)

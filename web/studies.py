@@ -43,16 +43,35 @@ def _api_error(exc: ApiError):
     return jsonify(error={"code": exc.code, "message": exc.message}), exc.status
 
 
-def _may_see(study: Study | None) -> bool:
-    user = current_user()
-    return study is not None and (user.is_admin or study.owner == user.name)
-
-
-def _get_study(session, study_id: int) -> Study:
+def visible_study(session, study_id: int) -> Study:
+    """The study `study_id` if the current user may see it: its owner, or an admin.
+    Anyone else gets ApiError 404, the answer of a missing id, so study ids cannot be
+    probed. Every endpoint about one study (its detail and page here, its deliveries in
+    web.deliveries_api) looks it up through this."""
     study = session.get(Study, study_id)
-    if not _may_see(study):
+    user = current_user()
+    if study is None or not (user.is_admin or study.owner == user.name):
         raise ApiError(404, "study_not_found", f"no study {study_id}")
     return study
+
+
+def _visible_worklist(session, sort: str, filters: tuple[str, ...], limit: int, offset: int):
+    """The worklist page of the studies this user may see, as JSON items, and the total."""
+    user = current_user()
+    owner = None if user.is_admin else user.name
+    rows, total = worklist(session, owner, sort, filters, limit, offset)
+    peers = _peer_names(session)
+    return [study_json(s, peers) for s in rows], total
+
+
+def _detail(session, study: Study) -> dict:
+    """A study with its verdict, where its instances went, its jobs and deliveries."""
+    body = study_json(study, _peer_names(session))
+    body["verdict"] = study.verdict  # None until the study is screened
+    body["instances_by_route"] = instance_counts(session, study.id)
+    body["jobs"] = [job_json(j) for j in study_jobs(session, study.id)]
+    body["deliveries"] = [describe(r) for r in deliveries_of_study(session, study.id)]
+    return body
 
 
 def study_json(study: Study, peers: dict[int, str]) -> dict:
@@ -117,13 +136,8 @@ def _worklist_args() -> tuple[str, tuple[str, ...], int, int]:
 @api.get("/studies")
 def list_studies():
     sort, filters, limit, offset = _worklist_args()
-    user = current_user()
     with db_session() as session:
-        rows, total = worklist(
-            session, None if user.is_admin else user.name, sort, filters, limit, offset
-        )
-        peers = _peer_names(session)
-        items = [study_json(s, peers) for s in rows]
+        items, total = _visible_worklist(session, sort, filters, limit, offset)
     return jsonify(
         items=items, total=total, sort=sort, filters=list(filters), disclaimer=DISCLAIMER
     )
@@ -132,12 +146,7 @@ def list_studies():
 @api.get("/studies/<int:study_id>")
 def get_study(study_id: int):
     with db_session() as session:
-        study = _get_study(session, study_id)
-        body = study_json(study, _peer_names(session))
-        body["verdict"] = study.verdict
-        body["instances_by_route"] = instance_counts(session, study.id)
-        body["jobs"] = [job_json(j) for j in study_jobs(session, study.id)]
-        body["deliveries"] = [describe(r) for r in deliveries_of_study(session, study.id)]
+        body = _detail(session, visible_study(session, study_id))
     body["disclaimer"] = DISCLAIMER
     return jsonify(body)
 
@@ -234,13 +243,8 @@ def studies_page():
         sort, filters, limit, offset = _worklist_args()
     except ApiError as exc:
         return exc.message, exc.status
-    user = current_user()
     with db_session() as session:
-        rows, total = worklist(
-            session, None if user.is_admin else user.name, sort, filters, limit, offset
-        )
-        peers = _peer_names(session)
-        studies = [study_json(s, peers) for s in rows]
+        studies, total = _visible_worklist(session, sort, filters, limit, offset)
         sources = [s.name for s in list_sources(session)]
     return render_template(
         "studies.html",
@@ -268,12 +272,7 @@ def pull_page():
 def study_page(study_id: int):
     with db_session() as session:
         try:
-            study = _get_study(session, study_id)
+            body = _detail(session, visible_study(session, study_id))
         except ApiError as exc:
             return exc.message, exc.status
-        body = study_json(study, _peer_names(session))
-        body["verdict"] = study.verdict or {}
-        body["instances_by_route"] = instance_counts(session, study.id)
-        body["jobs"] = [job_json(j) for j in study_jobs(session, study.id)]
-        body["deliveries"] = [describe(r) for r in deliveries_of_study(session, study.id)]
     return render_template("study.html", study=body)

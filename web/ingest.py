@@ -126,15 +126,19 @@ def _dicom_scans(name: str, content: bytes, data_dir, modality: str) -> list[Inc
         )
     many = len(image.frames) > 1
     series = (tags.series_uid or name) if many else tags.series_uid
+    reasons = image.reasons or (None,) * len(image.frames)
     out = []
-    for i, frame in enumerate(image.frames, start=1):
+    for i, (frame, reason) in enumerate(zip(image.frames, reasons, strict=True), start=1):
         label = f"{name} [frame {i}/{len(image.frames)}]" if many else name
         h, w = frame.shape
         png = readers.png_bytes(frame)
         digest, rel = store_bytes(data_dir, png)
+        # A frame not to be screened (a CT slice without lung) is kept, with its reason
+        # as its result, and left out of the batches and the study score.
         out.append(IncomingScan(filename=label, sha256=digest, stored_path=rel,
                                 size_bytes=len(png), width=w, height=h, series=series,
-                                frame=i if many else tags.instance_number, note=note))  # fmt: skip
+                                frame=i if many else tags.instance_number, note=note,
+                                error=reason))  # fmt: skip
     return out
 
 

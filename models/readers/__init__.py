@@ -10,7 +10,8 @@ feed the models (models.preprocess).
 
     reader = sniff(data)              # the Reader whose magic bytes `data` begins with
     header = check_header(data)       # format, width, height, frames; ImageError if unusable
-    image = decode(data, "ct")        # image.header, image.frames (list of uint8 (H, W))
+    image = decode(data, "ct")        # image.header, image.frames (list of uint8 (H, W)),
+                                      # image.reasons (per frame: None, or why not screened)
     grey = decode_grayscale(path)     # the one frame of a file
     header.dicom                      # DICOM only: modality, series_uid, ... (DicomTags)
 """
@@ -55,6 +56,9 @@ ZIP_MAGIC = b"PK\x03\x04"
 class Decoded:
     header: Header
     frames: list[np.ndarray]  # (H, W) uint8 each
+    # Per frame, why it is not to be screened (None: screen it); e.g. a scanner CT
+    # slice without lung (models.ct_slice.NO_LUNG). Empty: screen every frame.
+    reasons: tuple[str | None, ...] = ()
 
 
 def sniff(data: bytes) -> Reader | None:
@@ -114,7 +118,8 @@ def decode(data: bytes | Path | str, modality: str | None = None) -> Decoded:
     """Every frame of a file as 8-bit grey. `modality` ("ct" or "xray") picks a DICOM
     file's window; None lets the file's own Modality decide."""
     opened = _open(_bytes(data))
-    return Decoded(opened.header, opened.frames(modality))
+    frames, reasons = opened.frames_and_reasons(modality)
+    return Decoded(opened.header, frames, tuple(reasons))
 
 
 def decode_grayscale(data: bytes | Path | str, modality: str | None = None) -> np.ndarray:

@@ -66,6 +66,13 @@ class Opened(Protocol):
         a DICOM file's window; None lets the file's own Modality decide."""
         ...
 
+    def frames_and_reasons(
+        self, modality: str | None = None
+    ) -> tuple[list[np.ndarray], list[str | None]]:
+        """`frames`, and for each why it is not to be screened (None: screen it), e.g.
+        a scanner CT slice that shows no lung (models.ct_slice)."""
+        ...
+
 
 class Reader(Protocol):
     """One input format: the names it goes by, how its bytes begin, how it opens."""

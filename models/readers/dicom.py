@@ -3,11 +3,15 @@
 The order of operations follows the standard's pixel pipeline: stored values -> the
 modality LUT (rescale slope and intercept: CT values become Hounsfield units) -> the
 VOI LUT or window -> MONOCHROME1 inverted so that air is black, as in the PNG training
-data. CT is shown through a fixed lung window (centre -600 HU, width 1500), the window
-the CT training slices were read in, rather than whatever window the file suggests;
-radiographs use the file's own VOI LUT or window, else their full range. Compressed
-transfer syntaxes decode through pydicom's optional plugins (pylibjpeg) where installed;
-where not, the file gets a clear error.
+data. A CT slice is first prepared in Hounsfield units by models.ct_slice (the body
+found, the table dropped, cropped to the lungs so that it looks like the figure crops
+the CT model learnt from; a slice without lung is kept but marked not to be screened,
+and one that is already a tight crop passes as it is), then shown through a fixed lung
+window (centre -600 HU, width 1500), the window the CT training slices were read in,
+rather than whatever window the file suggests; radiographs use the file's own VOI LUT
+or window, else their full range. Compressed transfer syntaxes decode through
+pydicom's optional plugins (pylibjpeg) where installed; where not, the file gets a
+clear error.
 
 pydicom converts each element when it is first read, so a mangled element (found by
 atheris: an unknown VR in Columns gave NotImplementedError) can fail anywhere after
@@ -159,11 +163,21 @@ def header_of(ds) -> Header:
 def frames_of(ds, modality: str | None = None) -> list[np.ndarray]:
     """Every frame of a Dataset, windowed for `modality` ("ct" or "xray"; None: the
     file's own Modality, radiograph windowing when it is neither)."""
+    return frames_and_reasons_of(ds, modality)[0]
+
+
+def frames_and_reasons_of(
+    ds, modality: str | None = None
+) -> tuple[list[np.ndarray], list[str | None]]:
+    """`frames_of`, and per frame None or why it is not to be screened (a CT slice
+    without lung: models.ct_slice.NO_LUNG; the frame is then the whole slice)."""
     return _guarded(lambda: _frames(ds, modality))
 
 
-def _frames(ds, modality: str | None) -> list[np.ndarray]:
+def _frames(ds, modality: str | None) -> tuple[list[np.ndarray], list[str | None]]:
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    from models import ct_slice
 
     if modality is None:
         modality = scanq_modality(str(ds.get("Modality") or "")) or "xray"
@@ -175,20 +189,23 @@ def _frames(ds, modality: str | None) -> list[np.ndarray]:
         raise DicomError(f"cannot decode DICOM pixel data ({name}): {exc}"[:500]) from None
     stack = pixels if int(ds.get("NumberOfFrames", 1) or 1) > 1 else pixels[None]
     inverted = ds.get("PhotometricInterpretation") == "MONOCHROME1"
-    out = []
+    out, reasons = [], []
     for frame in stack:
         hu = np.asarray(apply_modality_lut(frame, ds), dtype=np.float64)
+        reason = None
         if modality == "ct":
+            prepared = ct_slice.prepare(hu)
+            values, reason = prepared.hu, prepared.reason
             centre, width = LUNG_WINDOW
             lo, hi = centre - width / 2, centre + width / 2
-            values = hu
         else:
             values = np.asarray(apply_voi_lut(hu, ds), dtype=np.float64)
             lo, hi = float(values.min()), float(values.max())
         scaled = np.clip((values - lo) / max(hi - lo, 1e-9), 0.0, 1.0) * 255.0
         grey = scaled.round().astype(np.uint8)
         out.append(255 - grey if inverted else grey)
-    return out
+        reasons.append(reason)
+    return out, reasons
 
 
 @dataclass(frozen=True)
@@ -201,6 +218,11 @@ class _OpenedDicom:
 
     def frames(self, modality: str | None = None) -> list[np.ndarray]:
         return frames_of(self.dataset, modality)
+
+    def frames_and_reasons(
+        self, modality: str | None = None
+    ) -> tuple[list[np.ndarray], list[str | None]]:
+        return frames_and_reasons_of(self.dataset, modality)
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,11 @@ class _OpenedImage:
         except Exception as exc:
             raise unreadable(exc) from None
 
+    def frames_and_reasons(
+        self, modality: str | None = None
+    ) -> tuple[list[np.ndarray], list[str | None]]:
+        return self.frames(modality), [None]
+
 
 def _grey(im: Image.Image) -> np.ndarray:
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):

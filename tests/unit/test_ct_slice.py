@@ -1,0 +1,125 @@
+"""Scanner CT slices prepared before the lung window (models.ct_slice): the body and
+lungs found in Hounsfield units, the table dropped, the slice cropped to the lungs; a
+slice without lung marked not screened; an already tight crop left as it is; and the
+reason carried from the DICOM reader to the scan's result."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models import ct_slice, readers
+from tests.conftest import sample_images
+from tests.helpers import dicom_bytes
+
+FIELD = 512
+
+
+def _crop_hu(path) -> np.ndarray:
+    """A dev crop in HU, as tests/dicom_factory writes it (grey g -> g/255*1500-1350)."""
+    with Image.open(path) as im:
+        grey = np.asarray(im.convert("L").resize((300, 230)), dtype=np.float64)
+    return grey / 255.0 * 1500.0 - 1350.0, grey
+
+
+def _field_with_body(rng, semi=(150, 120), centre=(230, 256)) -> tuple[np.ndarray, tuple]:
+    """A scanner field: air, a body ellipse of soft tissue, a table line under it,
+    padding outside the circular field of view. Returns it and the ellipse's box."""
+    field = np.full((FIELD, FIELD), -1000.0)
+    yy, xx = np.mgrid[:FIELD, :FIELD]
+    cy, cx = centre
+    ry, rx = semi[1], semi[0]
+    body = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+    field[body] = 40.0
+    table = cy + ry + 12
+    field[table : table + 6, 40 : FIELD - 40] = 200.0
+    field += rng.normal(0.0, 10.0, field.shape)
+    field[(yy - FIELD / 2) ** 2 + (xx - FIELD / 2) ** 2 > (FIELD / 2) ** 2] = -2048.0
+    return field, (cy - ry, cy + ry, cx - rx, cx + rx), table
+
+
+def test_a_dev_crop_in_a_scanner_field_is_found_again(shared_data):
+    """A dev crop inside a body ellipse, in a field of air with a table: the prepared
+    slice is a box inside the body, around the crop, without the table. (A crop read
+    in a lung window: many dev figures are in a soft-tissue window, whose greys mapped
+    back through the lung window are not Hounsfield units of a body.)"""
+    rng = np.random.default_rng(0)
+    hu, grey = _crop_hu(sample_images(shared_data, "ct", "covid", 1)[0])
+    field, body_box, table = _field_with_body(rng, semi=(165, 130))
+    top, left = 230 - 115, 256 - 150
+    inner = field[top : top + 230, left : left + 300]
+    inner[grey >= 8] = hu[grey >= 8]  # the figure's black surround stays body tissue
+    prepared = ct_slice.prepare(field)
+    assert prepared.reason is None and not prepared.already_cropped
+    t, b, lft, r = prepared.box
+    assert t >= body_box[0] - 2 and b <= body_box[1] + 2 and lft >= body_box[2] - 2
+    assert r <= body_box[3] + 2 and b < table, prepared.box
+    crop_box = (top, top + 230, left, left + 300)
+    inter = max(0, min(b, crop_box[1]) - max(t, crop_box[0])) * max(
+        0, min(r, crop_box[3]) - max(lft, crop_box[2])
+    )
+    assert inter / ((b - t) * (r - lft)) > 0.9  # the box is the crop's chest...
+    assert inter / (230 * 300) > 0.4  # ...and most of it, not a corner
+    assert prepared.hu.shape == (b - t, r - lft) and 0.1 < prepared.lung_fraction < 0.7
+
+
+def test_a_slice_of_soft_tissue_only_shows_no_lung():
+    """An abdomen-like slice (soft tissue, a fat rim, a spine, two small gas bubbles)
+    is outside the lungs: not screened, with the reason."""
+    rng = np.random.default_rng(1)
+    field, _box, _table = _field_with_body(rng)
+    yy, xx = np.mgrid[:FIELD, :FIELD]
+    ring = (((yy - 230) / 120) ** 2 + ((xx - 256) / 150) ** 2 > 0.8) & (field > -200)
+    field[ring] = -100.0  # subcutaneous fat
+    field[(yy - 320) ** 2 + (xx - 256) ** 2 < 20**2] = 700.0  # a vertebra
+    for y, x in ((200, 220), (240, 300)):
+        field[(yy - y) ** 2 + (xx - x) ** 2 < 7**2] = -950.0  # bowel gas
+    prepared = ct_slice.prepare(field)
+    assert prepared.reason == ct_slice.NO_LUNG and prepared.lung_fraction < 0.05
+    assert ct_slice.is_not_screened(prepared.reason)
+    assert ct_slice.prepare(np.full((64, 64), -1000.0)).reason == ct_slice.NO_BODY
+
+
+def test_a_tight_crop_passes_unchanged(shared_data):
+    for path in sample_images(shared_data, "ct", "covid", 3):
+        hu, _grey = _crop_hu(path)
+        prepared = ct_slice.prepare(hu)
+        assert prepared.already_cropped and prepared.reason is None
+        assert prepared.hu is hu
+
+
+@pytest.mark.parametrize("intercept", [-1024.0, -2048.0])
+def test_the_dicom_path_crops_scanner_slices_and_marks_slices_without_lung(
+    shared_data, tmp_path, intercept
+):
+    """Through readers.decode and web.ingest: a dev crop written as DICOM decodes to
+    the same greys as before; a scanner-like slice comes out cropped; an abdomen-like
+    slice is a scan whose result is the reason (not a batch to score)."""
+    from web.ingest import Limits, ingest
+
+    path = sample_images(shared_data, "ct", "covid", 1)[0]
+    hu, grey = _crop_hu(path)
+
+    def stored(values):
+        return np.clip(np.round(values - intercept), 0, 4095).astype(np.uint16)
+
+    tight = readers.decode(dicom_bytes(stored(hu), intercept=intercept), "ct")
+    assert tight.reasons == (None,)
+    as_stored = (stored(hu) + intercept + 1350.0) / 1500.0 * 255.0  # the lung window
+    assert np.abs(tight.frames[0] - np.clip(as_stored, 0, 255).round()).max() <= 1
+
+    rng = np.random.default_rng(2)
+    field, _box, _table = _field_with_body(rng, semi=(165, 130))
+    inner = field[115:345, 106:406]
+    inner[grey >= 8] = hu[grey >= 8]
+    abdomen, _b, _t = _field_with_body(rng)
+    image = readers.decode(dicom_bytes([stored(field), stored(abdomen)], intercept=intercept))
+    assert image.reasons == (None, ct_slice.NO_LUNG)
+    assert image.frames[0].shape[0] < 300 and image.frames[1].shape == (FIELD, FIELD)
+
+    limits = Limits(100, 100, 10**8)
+    data = dicom_bytes([stored(field), stored(abdomen)], intercept=intercept)
+    scans = ingest([("two.dcm", data)], tmp_path, limits, "ct")
+    assert [s.error for s in scans] == [None, ct_slice.NO_LUNG]
+    assert all(s.stored_path for s in scans)  # the slice without lung can still be seen

@@ -16,7 +16,7 @@ from sqlalchemy import exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from db.models import FINAL_STATUSES, Job, Study, StudyInstance, StudyJob, utcnow
+from db.models import FINAL_STATUSES, Job, Scan, Study, StudyInstance, StudyJob, utcnow
 
 if TYPE_CHECKING:
     from models.readers.dicom import DicomTags
@@ -82,7 +82,10 @@ def _study_for(session: Session, header, origin: Origin) -> tuple[Study, bool]:
 def record_instance(
     session: Session, header: DicomTags, where, digest: str, rel: str, size: int, origin: Origin
 ) -> RecordedInstance:
-    """Add (or replace, when its content changed) one instance in its study."""
+    """Add (or replace, when its content changed) one instance in its study. An
+    instance sent again with other content (same SOP Instance UID) is screened again by
+    a follow-up job; its earlier job keeps its results, which no longer count in the
+    study verdict (`counted_scan`)."""
     study, new_study = _study_for(session, header, origin)
     now = utcnow()
     instance = session.scalar(
@@ -219,6 +222,33 @@ def add_study_job(session: Session, study_id: int, job_id: str, modality: str) -
     session.execute(
         update(Study).where(Study.id == study_id).values(status="screening", settled_at=utcnow())
     )
+
+
+def counted_scan(study_id: int):
+    """An SQL condition on Scan: the scan shows an instance of the study as it stands
+    now, i.e. it lies in the span [first_position, first_position + frames) of an
+    instance whose current job is the scan's job. An instance sent again with other
+    content points at its new job, so the scans of its earlier content, and their
+    results, stay on the earlier job for the record but no longer count in the
+    study's verdict (pacs.verdict) or results (pacs.dispatch)."""
+    return exists().where(
+        StudyInstance.study_id == study_id,
+        StudyInstance.job_id == Scan.job_id,
+        StudyInstance.first_position <= Scan.position,
+        Scan.position < StudyInstance.first_position + StudyInstance.frames,
+    )
+
+
+def place_scans(session: Session, job_id: str, spans: dict[int, tuple[int, int]]) -> None:
+    """Record where each instance's scans lie in `job_id` ({instance id: (first
+    position, count)}), for the instances that are still the job's: one sent again
+    meanwhile (so no longer claimed) keeps no span in a job that shows its old content."""
+    for instance_id, (first, count) in spans.items():
+        session.execute(
+            update(StudyInstance)
+            .where(StudyInstance.id == instance_id, StudyInstance.job_id == job_id)
+            .values(first_position=first, frames=count)
+        )
 
 
 def study_jobs(session: Session, study_id: int) -> list[Job]:

@@ -25,6 +25,7 @@ from db.studies import (
     claim_pending,
     mark_unscreenable,
     pending_routes,
+    place_scans,
     release_unfilled,
     settled_studies,
     store_verdict,
@@ -135,9 +136,7 @@ def _fill_job(settings: Settings, job_id: str, modality: str, work: list, enqueu
             return
         with session_scope(settings.database_url) as session:
             batch_ids = add_scans(session, job_id, held, settings.batch_size, seq)
-            for instance_id, (first, count) in spans.items():
-                row = session.get(StudyInstance, instance_id)
-                row.first_position, row.frames = first, count
+            place_scans(session, job_id, spans)
             if final:
                 close_upload(session, job_id)
         seq += len(batch_ids)

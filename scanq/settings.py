@@ -100,6 +100,9 @@ class Settings:
     delivery_backoff: int = 10
     # A STOW-RS request is stored as it arrives, so it may be larger than an upload.
     stow_max_bytes: int = 4096 * 1024 * 1024
+    # Failed logins allowed per client address and, separately, per account name
+    # (Flask-Limiter's notation, limits separated by ';'); web.rate_limits.
+    login_rate_limit: str = "5 per minute;20 per hour"
 
     @property
     def study_sweep_seconds(self) -> float:
@@ -215,6 +218,8 @@ def load_settings() -> Settings:
         delivery_retries=_int("SCANQ_DELIVERY_RETRIES", 8),
         delivery_backoff=_int("SCANQ_DELIVERY_BACKOFF", 10),
         stow_max_bytes=_int("SCANQ_STOW_MAX_MB", 4096) * 1024 * 1024,
+        login_rate_limit=os.environ.get("SCANQ_LOGIN_RATE_LIMIT", "").strip()
+        or "5 per minute;20 per hour",
         environment=os.environ.get("SCANQ_ENV", "development").strip().lower(),
         dataset_roots=tuple(
             Path(p).absolute()

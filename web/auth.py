@@ -37,6 +37,7 @@ from db.accounts import audit, check_password, match_token, touch_token
 from db.models import User
 from db.session import session_scope
 from web.http import db_session, settings
+from web.rate_limits import init_rate_limits
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ def init_auth(app: Flask) -> None:
     app.before_request(_authenticate)
     app.after_request(_deferred_csrf_was_checked)
     app.register_blueprint(bp)
+    init_rate_limits(app, app.config["SCANQ_SETTINGS"])  # the login form's guesses
 
     @app.errorhandler(CSRFError)
     def _csrf_failed(exc: CSRFError):

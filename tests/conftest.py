@@ -188,11 +188,29 @@ def stack(tmp_path_factory, redis_url):
     s.stop()
 
 
+def empty_postgres_url() -> str:
+    """postgres_url(), its public schema emptied: a test starts from no tables."""
+    from sqlalchemy import text
+
+    from db.session import get_engine
+
+    url = postgres_url()
+    with get_engine(url).begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    return url
+
+
 @pytest.fixture()
-def app(tmp_path, monkeypatch):
-    """A Flask app on a fresh SQLite database, migrated, with the shipped models."""
+def app(tmp_path, monkeypatch, request):
+    """A Flask app on a fresh SQLite database, migrated, with the shipped models. A test
+    parametrized indirectly with "postgresql" (`@pytest.mark.parametrize("app",
+    ["sqlite", "postgresql"], indirect=True)`) gets it on the emptied PostgreSQL test
+    database instead, so the same test checks its SQL on both."""
     monkeypatch.setenv("SCANQ_DATA_DIR", str(tmp_path))
-    monkeypatch.delenv("DATABASE_URL", raising=False)
+    if getattr(request, "param", "sqlite") == "postgresql":
+        monkeypatch.setenv("DATABASE_URL", empty_postgres_url())
+    else:
+        monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # nothing listens: sends fail
     from scanq.settings import get_settings
 

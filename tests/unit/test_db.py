@@ -22,7 +22,7 @@ from db.migrate import downgrade, upgrade
 from db.models import Batch, Job, Result, Scan
 from db.registry import activate_version, active_version, register_version
 from db.session import get_engine, session_scope
-from tests.conftest import postgres_url
+from tests.conftest import empty_postgres_url
 
 CARD = {"modality": "xray", "backbone": "smallcnn", "input_size": 64, "threshold": 0.5}
 
@@ -32,9 +32,7 @@ def db_url(request, tmp_path):
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'test.sqlite3'}"
     else:
-        url = postgres_url()
-        with get_engine(url).begin() as conn:  # start from an empty schema
-            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        url = empty_postgres_url()
     upgrade(url)
     return url
 

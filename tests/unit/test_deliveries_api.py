@@ -5,6 +5,8 @@ row's generation so retries of an earlier send stand down (db.deliveries.current
 
 from __future__ import annotations
 
+import pytest
+
 from db.deliveries import current
 from db.models import DicomDelivery, DicomPeer, Job, Study, StudyJob
 from db.session import session_scope
@@ -50,6 +52,7 @@ def test_a_study_with_no_destination_says_so(app, client):
     assert both.status_code == 400
 
 
+@pytest.mark.parametrize("app", ["sqlite", "postgresql"], indirect=True)
 def test_a_named_peer_is_the_destination_and_a_resend_supersedes(app, client):
     _peer(app)
     study_id = _study(app)

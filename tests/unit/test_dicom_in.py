@@ -17,6 +17,10 @@ from tests.dicom_factory import ct_series, dx_study
 from tests.helpers import png
 
 CT, DX = "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.1.1"
+# The receive -> settle -> job -> verdict path on SQLite and on PostgreSQL (its
+# conditional updates, unique keys and savepoints; skipped without a server, failed
+# under SCANQ_STRICT, as tests/unit/test_db.py's).
+BOTH_DATABASES = pytest.mark.parametrize("app", ["sqlite", "postgresql"], indirect=True)
 
 
 @pytest.mark.parametrize(
@@ -75,6 +79,7 @@ def _stow(client, parts, path="/dicomweb/studies", **kw):
     return client.post(path, data=body, content_type=ctype)
 
 
+@BOTH_DATABASES
 def test_stow_stores_each_instance_and_answers_with_the_ps318_response(app, client, tmp_path):
     study = ct_series(_pngs(tmp_path, 2), patient_id="PID-1", accession="ACC-1")
     resp = _stow(client, study.files())
@@ -133,6 +138,7 @@ def _age_studies(app, seconds: int = 3600) -> None:
         session.execute(update(Study).values(last_received_at=earlier))
 
 
+@BOTH_DATABASES
 def test_a_settled_study_becomes_one_job_per_model_and_late_instances_a_follow_up(
     app, client, tmp_path
 ):
@@ -177,6 +183,7 @@ def test_a_settled_study_becomes_one_job_per_model_and_late_instances_a_follow_u
         )
 
 
+@BOTH_DATABASES
 def test_the_verdict_is_stored_once_every_job_of_the_study_has_ended(app, client, tmp_path):
     from db.jobs import refresh_job, store_results
     from db.models import Scan, Study
@@ -325,6 +332,7 @@ def test_an_instance_whose_pixels_cannot_be_decoded_fails_alone(app, client, tmp
         assert "pixel" in error.lower() or "decode" in error.lower(), error
 
 
+@BOTH_DATABASES
 def test_instances_of_a_job_whose_settling_died_are_screened_again(app, client, tmp_path):
     """A settling process that dies after claiming a study's instances leaves a job
     `receiving` with no scans; once the reconciler fails it as a stalled upload, the

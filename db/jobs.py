@@ -12,7 +12,8 @@ from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from db.models import FINAL_STATUSES, Batch, Job, Result, Scan, utcnow
+from db.models import FINAL_STATUSES, Batch, Job, ModelVersion, Result, Scan, utcnow
+from models.study_aggregate import summarise
 
 
 @dataclass
@@ -309,21 +310,27 @@ def results_page(
 
 def series_summary(session: Session, job_id: str) -> list[dict]:
     """Per DICOM series (or multi-frame file) of a job: its images, how many were
-    scored, and its highest slice probability with that slice's label and scan id."""
+    scored, and its score by the same rule as a PACS study's verdict
+    (models.study_aggregate.summarise: the measured aggregate over the slices inside
+    the lungs and in distribution, or an abstention with the reason), beside its
+    highest slice probability with that slice's scan id."""
     rows = session.execute(
-        select(Scan.series, Scan.id, Result.probability, Result.label)
+        select(
+            Scan.series,
+            Scan.id.label("scan_id"),
+            Result.probability,
+            Result.label,
+            Result.out_of_distribution,
+            Result.error,
+            ModelVersion.threshold,
+            ModelVersion.id.label("version_id"),
+        )
         .outerjoin(Result, Result.scan_id == Scan.id)
+        .outerjoin(ModelVersion, ModelVersion.id == Result.model_version_id)
         .where(Scan.job_id == job_id, Scan.series.is_not(None))
         .order_by(Scan.series, Scan.position)
     ).all()
-    out: dict[str, dict] = {}
-    for series, scan_id, probability, label in rows:
-        s = out.setdefault(series, {"series": series, "images": 0, "scored": 0,
-                                    "max_probability": None, "max_scan_id": None,
-                                    "label": None})  # fmt: skip
-        s["images"] += 1
-        if probability is not None:
-            s["scored"] += 1
-            if s["max_probability"] is None or probability > s["max_probability"]:
-                s |= {"max_probability": probability, "max_scan_id": scan_id, "label": label}
-    return list(out.values())
+    by_series: dict[str, list] = {}
+    for row in rows:
+        by_series.setdefault(row.series, []).append(row)
+    return [{"series": series, **summarise(group)} for series, group in by_series.items()]

@@ -1,11 +1,16 @@
-"""A study's verdict from the results of all its jobs, in ONE function so the rule can
-be replaced by a measured one (issue #19 point 5) without touching anything else.
+"""A study's verdict from the results of all its jobs, in ONE function: the study
+worklist, the stored study row, the Structured Report and the job's series summary
+(db.jobs.series_summary) all read the same rule, models.study_aggregate.
 
-Today's rule is the one job pages already use for a series: the study's score is its
-highest image probability (CT: over its slices; X-ray: over its frontal images, the
-only ones the router screens), and the image that gives it decides the label. The
-study is flagged when that image is out of distribution, or when more than half of its
-scored images are."""
+Per modality and per series: the score is the chosen aggregate
+(models.study_aggregate.CHOSEN, measured in bench/study_aggregate.py; README) over the
+screened images that are in distribution: CT slices inside the lungs (a slice without
+lung is "not screened", models.ct_slice, and counted apart, not as a failure), X-ray
+frontal images (the only ones the router screens). The label is the score against the
+version's threshold. When too many screened images are unlike the training scans, or
+none is left, the verdict abstains: no score, flagged, with the reason. The study's
+score is its highest modality score; it is flagged when any modality is flagged
+(abstained, or its deciding images out of distribution)."""
 
 from __future__ import annotations
 
@@ -13,26 +18,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import Job, ModelVersion, Result, Scan, StudyJob
+from models.study_aggregate import AGGREGATES, CHOSEN, summarise
 
-RULE = "highest image probability"
-
-
-def _summary(rows: list) -> dict:
-    scored = [r for r in rows if r.probability is not None]
-    best = max(scored, key=lambda r: r.probability, default=None)
-    flagged = sum(1 for r in scored if r.out_of_distribution)
-    return {
-        "images": len(rows),
-        "scored": len(scored),
-        "failed": sum(1 for r in rows if r.error is not None),
-        "out_of_distribution": flagged,
-        "score": None if best is None else best.probability,
-        "label": None if best is None else best.label,
-        "deciding_scan_id": None if best is None else best.scan_id,
-        "threshold": None if best is None else best.threshold,
-        "flagged": best is not None
-        and (bool(best.out_of_distribution) or flagged * 2 > len(scored)),
-    }
+RULE = AGGREGATES[CHOSEN][1]
 
 
 def study_verdict(session: Session, study_id: int) -> dict:
@@ -63,20 +51,29 @@ def study_verdict(session: Session, study_id: int) -> dict:
     for row in rows:
         by_modality.setdefault(row.modality, []).append(row)
         by_series.setdefault((row.modality, row.series or ""), []).append(row)
-    modalities = {m: _summary(r) for m, r in by_modality.items()}
+    modalities = {m: summarise(r) for m, r in by_modality.items()}
     series = [
-        {"series": s or None, "modality": m, **_summary(r)} for (m, s), r in by_series.items()
+        {"series": s or None, "modality": m, **summarise(r)} for (m, s), r in by_series.items()
     ]
     decided = [m for m in modalities.values() if m["score"] is not None]
     top = max(decided, key=lambda m: m["score"], default=None)
+    abstained = [m for m in modalities.values() if m["abstained"] and m["n_images"]]
+    reasons = [f"{name}: {m['reason']}" for name, m in modalities.items() if m["abstained"]]
+    rule = RULE if not abstained or decided else f"{RULE}; {'; '.join(reasons)}"
     return {
-        "rule": RULE,
+        "rule": rule,
+        "aggregate": CHOSEN,
         "score": None if top is None else top["score"],
         "label": None if top is None else top["label"],
-        "flagged": any(m["flagged"] for m in decided),
+        "flagged": bool(abstained),
+        "abstained": top is None,
+        "reason": "; ".join(reasons) or None,
         "images": len(rows),
         "scored": sum(m["scored"] for m in modalities.values()),
         "failed": sum(m["failed"] for m in modalities.values()),
+        "n_screened": sum(m["n_screened"] for m in modalities.values()),
+        "n_outside_lungs": sum(m["n_outside_lungs"] for m in modalities.values()),
+        "n_out_of_distribution": sum(m["n_out_of_distribution"] for m in modalities.values()),
         "modalities": modalities,
         "series": series,
         "jobs": sorted({row.job_id for row in rows}),

@@ -167,8 +167,10 @@ def result_view(args) -> tuple[ResultView, Cursor | None]:
 
 @bp.get("/jobs/<job_id>/series")
 def series(job_id: str):
-    """DICOM series and multi-frame files of a job, each summarised by its highest
-    slice probability."""
+    """DICOM series and multi-frame files of a job, each scored by the study rule
+    (models.study_aggregate: the measured aggregate over its lung slices in
+    distribution, or an abstention with the reason), with its highest slice probability
+    beside it."""
     with db_session() as session:
         _get_job(session, job_id)
         return jsonify(items=series_summary(session, job_id), disclaimer=DISCLAIMER)

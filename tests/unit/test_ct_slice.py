@@ -5,6 +5,8 @@ reason carried from the DICOM reader to the scan's result."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -123,3 +125,51 @@ def test_the_dicom_path_crops_scanner_slices_and_marks_slices_without_lung(
     scans = ingest([("two.dcm", data)], tmp_path, limits, "ct")
     assert [s.error for s in scans] == [None, ct_slice.NO_LUNG]
     assert all(s.stored_path for s in scans)  # the slice without lung can still be seen
+
+
+def _chest(rng) -> np.ndarray:
+    """A chest phantom: a body ellipse with two lungs of -850 HU, a table under it."""
+    field, _box, _table = _field_with_body(rng, semi=(165, 115))
+    yy, xx = np.mgrid[:FIELD, :FIELD]
+    for cx in (180, 332):
+        field[((yy - 225) / 80) ** 2 + ((xx - cx) / 55) ** 2 <= 1.0] = -850.0
+    return field
+
+
+def test_a_job_series_counts_slices_without_lung_apart_and_scores_the_rest(client, app):
+    """A CT job of one multi-frame file (four chest slices, two without lung): the two
+    are results with the reason at once, the series summary (API and job page) scores
+    the four by the study rule and counts the two apart, not as failures."""
+    from sqlalchemy import select
+
+    from db.jobs import refresh_job, store_results
+    from db.models import Scan
+    from db.session import session_scope
+    from models import study_aggregate
+
+    rng = np.random.default_rng(3)
+    frames = [_chest(rng) for _ in range(4)] + [_field_with_body(rng)[0] for _ in range(2)]
+    data = dicom_bytes([np.clip(f + 1024, 0, 4095).astype(np.uint16) for f in frames],
+                       intercept=-1024.0, series_uid="1.2.826.0.7")  # fmt: skip
+    form = {"modality": "ct", "files": [(io.BytesIO(data), "volume.dcm")]}
+    resp = client.post("/api/v1/jobs", data=form, content_type="multipart/form-data")
+    assert resp.status_code == 202, resp.json
+    job_id = resp.json["id"]
+    url = app.config["SCANQ_SETTINGS"].database_url
+    probabilities = [0.9, 0.2, 0.3, 0.1]
+    with session_scope(url) as s:  # what a worker would write for the four it was sent
+        scans = s.scalars(select(Scan).where(Scan.job_id == job_id).order_by(Scan.position)).all()
+        assert [sc.batch_id is not None for sc in scans] == [True] * 4 + [False] * 2
+        store_results(s, [{"scan_id": sc.id, "job_id": job_id, "probability": p,
+                           "label": "non_covid", "model_version_id": 1}
+                          for sc, p in zip(scans, probabilities, strict=False)])  # fmt: skip
+        refresh_job(s, job_id)
+    (series,) = client.get(f"/api/v1/jobs/{job_id}/series").json["items"]
+    assert (series["images"], series["scored"], series["n_outside_lungs"]) == (6, 4, 2)
+    assert series["failed"] == 0 and not series["abstained"]
+    assert series["score"] == pytest.approx(study_aggregate.aggregate(probabilities))
+    assert series["max_probability"] == 0.9
+    page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert f"{series['score']:.3f}" in page and "No lung" in page
+    results = client.get(f"/api/v1/jobs/{job_id}/results").json["items"]
+    assert [r["error"] for r in results][4:] == [ct_slice.NO_LUNG] * 2

@@ -2,7 +2,9 @@
 
 Forked Celery children must not share their parent's pooled connections: the worker
 calls `dispose_engines()` in `worker_process_init` (as superset does). SQLite gets WAL
-and a busy timeout so the web process and workers can write side by side.
+and a busy timeout so the web process and workers can write side by side. Errors never
+carry the statement's parameters (hide_parameters): rows hold patient ids and accession
+numbers from DICOM headers, and a logged database error must not print them.
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ def get_engine(url: str) -> Engine:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(url, connect_args={"timeout": 30})
+            engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
-            engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+            engine = create_engine(
+                url, pool_pre_ping=True, pool_size=5, max_overflow=10, hide_parameters=True
+            )
         _engines[url] = engine
     return engine
 

@@ -101,16 +101,16 @@ def send_delivery(self, delivery_id: int, generation: int, heatmaps_since: float
         wait = bool(missing) and time.time() - heatmaps_since < settings.results_heatmap_wait
         if not wait:
             user = row.requested_by or session.get(Study, row.study_id).owner
-            destination, objects, error = None, [], None
+            destination, objects, error, logged = None, [], None, None
             try:
                 destination = destination_of(session, row, settings.dicom_ae)
                 objects = build_objects(contents)
             except NoDestination as exc:
                 error = str(exc)
             except Exception as exc:  # the same data would fail the same way: no retry
-                # The type only: a message may quote a header value (a patient's name).
-                log.error("delivery %s: result objects not built (%s)", delivery_id,
-                          type(exc).__name__)  # fmt: skip
+                # Logged by type only: the message may quote a header value (a patient's
+                # name); the owner reads it in the delivery's reason.
+                logged = f"result objects not built ({type(exc).__name__})"
                 error = f"cannot build the result objects: {type(exc).__name__}: {exc}"
     if wait:
         raise self.retry(
@@ -141,8 +141,9 @@ def send_delivery(self, delivery_id: int, generation: int, heatmaps_since: float
         if error:
             detail["reason"] = error
         audit(session, user, "dicom_send", f"study:{study_id}", detail)
+    reason = logged or error  # transport and destination reasons quote no header value
     log.info("delivery %s (study %s): %s after %d attempts%s", delivery_id, study_id, outcome,
-             attempts, f": {error}" if error else "")  # fmt: skip
+             attempts, f": {reason}" if reason else "")  # fmt: skip
     if outcome == "retrying":
         later = {**again, "heatmaps_since": heatmaps_since}
         raise self.retry(countdown=_backoff(attempts), args=(), kwargs=later)

@@ -143,6 +143,30 @@ def store_instance_file(
     return store_instance(database_url, data_dir, file_chunks(path), origin)
 
 
+def audit_receipts(
+    database_url: str,
+    owner: str,
+    received: dict[int, int],
+    refused: list[str] = (),
+    refused_target: str = "",
+    **detail,
+) -> None:
+    """The audit trail of one lot of receipts (an association, a STOW-RS request, a
+    pulled study): a dicom_receive event per study with how many instances came, and,
+    when some were refused, one dicom_refuse event on `refused_target` with how many
+    and why (the first reasons). Reasons may quote header values, so they go here,
+    where only admins read, and never to the logs."""
+    from db.accounts import audit
+
+    with session_scope(database_url) as session:
+        for study_id, n in received.items():
+            audit(session, owner, "dicom_receive", f"study:{study_id}", {**detail, "instances": n})
+        if refused:
+            why = [reason[:300] for reason in refused[:10]]
+            audit(session, owner, "dicom_refuse", refused_target,
+                  {**detail, "instances": len(refused), "reasons": why})  # fmt: skip
+
+
 def _drop_unreferenced(data_dir: Path, rel: str, database_url: str, digest: str) -> None:
     """Remove a refused file unless some recorded instance or scan has the same bytes."""
     from sqlalchemy import select

@@ -9,7 +9,9 @@ records why an instance is not screened instead of failing the sender's push. py
 writes each received dataset to a temporary file as it arrives
 (STORE_RECV_CHUNKED_DATASET), which pacs.instances copies into the content-hashed store,
 so large instances never sit whole in memory. Each association's receipts are audited
-per study when it closes. Logs name AE titles and internal ids, never patient data."""
+per study when it closes, with the refused instances and their reasons. Logs name AE
+titles, internal ids and exception types, never a message that may quote a header
+(patient data)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from db.accounts import audit
 from db.peers import get_peer_by_ae
 from db.session import session_scope
 from db.studies import Origin
-from pacs.instances import InstanceError, store_instance_file
+from pacs.instances import InstanceError, audit_receipts, store_instance_file
 from scanq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ class Listener:
         self.ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
         self._peers: dict[int, tuple[int, str, str]] = {}  # id(assoc) -> peer
         self._received: dict[int, dict[int, int]] = {}  # id(assoc) -> study id -> count
+        self._refused: dict[int, list[str]] = {}  # id(assoc) -> reasons
         self._lock = threading.Lock()
         self.handlers = [
             (evt.EVT_REQUESTED, self._on_requested),
@@ -121,10 +124,13 @@ class Listener:
                 self.settings.database_url, self.settings.data_dir, Path(path), origin
             )
         except InstanceError as exc:
-            log.warning("C-STORE from %s refused: %s", ae_title, exc)
+            log.warning("C-STORE from %s refused (the reason is in the audit trail)", ae_title)
+            with self._lock:
+                self._refused.setdefault(id(event.assoc), []).append(str(exc))
             return CANNOT_UNDERSTAND
-        except Exception:
-            log.exception("C-STORE from %s could not be stored; the sender may retry", ae_title)
+        except Exception as exc:  # the type only: a database error may quote a header value
+            log.error("C-STORE from %s not stored (%s); the sender may retry", ae_title,
+                      type(exc).__name__)  # fmt: skip
             return OUT_OF_RESOURCES
         with self._lock:
             counts = self._received.setdefault(id(event.assoc), {})
@@ -135,26 +141,22 @@ class Listener:
         with self._lock:
             peer = self._peers.pop(id(event.assoc), None)
             counts = self._received.pop(id(event.assoc), {})
-        if not counts or peer is None:
+            refused = self._refused.pop(id(event.assoc), [])
+        if not (counts or refused) or peer is None:
             return
         _peer_id, owner, ae_title = peer
         try:
-            with session_scope(self.settings.database_url) as session:
-                for study_id, n in counts.items():
-                    audit(
-                        session,
-                        owner,
-                        "dicom_receive",
-                        f"study:{study_id}",
-                        {"via": "c-store", "peer": ae_title, "instances": n},
-                    )
-        except Exception:
-            log.exception("could not audit the receipts of an association from %s", ae_title)
+            audit_receipts(self.settings.database_url, owner, counts, refused, f"ae:{ae_title}",
+                           via="c-store", peer=ae_title)  # fmt: skip
+        except Exception as exc:
+            log.error("could not audit the receipts of an association from %s (%s)", ae_title,
+                      type(exc).__name__)  # fmt: skip
         log.info(
-            "association from %s closed: %d instances in %d studies",
+            "association from %s closed: %d instances in %d studies, %d refused",
             ae_title,
             sum(counts.values()),
             len(counts),
+            len(refused),
         )
 
 

@@ -17,7 +17,7 @@ from db.accounts import audit
 from db.peers import get_source
 from db.session import session_scope
 from db.studies import Origin
-from pacs.instances import InstanceError, store_instance
+from pacs.instances import InstanceError, audit_receipts, store_instance
 from scanq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -159,14 +159,9 @@ def run_pull(
             outcome["errors"].append(f"retrieve: {type(exc).__name__}: {exc}"[:300])
         for study_id, n in study_ids.items():
             outcome["studies"][str(study_id)] = n
-            with session_scope(settings.database_url) as session:
-                audit(
-                    session,
-                    owner,
-                    "dicom_receive",
-                    f"study:{study_id}",
-                    {"via": "pull", "pull": pull_id, "source": source_name, "instances": n},
-                )
+        audit_receipts(settings.database_url, owner, study_ids, via="pull", pull=pull_id,
+                       source=source_name)  # fmt: skip
+        for study_id in study_ids:
             screen_study(settings, study_id, _send)
     outcome["errors"] = outcome["errors"][:20]
     with session_scope(settings.database_url) as session:

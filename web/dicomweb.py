@@ -18,10 +18,9 @@ from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
-from db.accounts import audit
 from db.peers import get_peer_by_ae
 from db.studies import Origin
-from pacs.instances import IncomingFile, InstanceError, record_stored
+from pacs.instances import IncomingFile, InstanceError, audit_receipts, record_stored
 from web.access import owner_name
 from web.http import db_session, settings
 
@@ -172,16 +171,9 @@ def stow(study_uid: str | None = None):
     except HTTPException:
         raise
     finally:
-        if studies:
-            with db_session() as session:
-                for study_id, n in studies.items():
-                    audit(
-                        session,
-                        owner,
-                        "dicom_receive",
-                        f"study:{study_id}",
-                        {"via": "stow-rs", "instances": n},
-                    )
+        if studies or reasons:
+            audit_receipts(cfg.database_url, owner, studies, reasons, f"user:{owner}",
+                           via="stow-rs")  # fmt: skip
     if parts == 0:
         return _error(400, "no_instances", "the body holds no parts")
     if not referenced and not_dicom == parts:

@@ -246,6 +246,35 @@ def test_another_user_sees_neither_the_study_nor_its_patient_fields(app, client,
     assert b"SECRET-PID" in page and b"Research use only" in page
 
 
+def test_receipts_and_refusals_are_audited_and_patient_data_never_logged(
+    app, client, tmp_path, caplog
+):
+    import logging
+
+    from sqlalchemy.exc import IntegrityError
+
+    from db.models import Study
+    from db.session import session_scope
+
+    caplog.set_level(logging.DEBUG)
+    ct = ct_series(_pngs(tmp_path, 2), patient_id="SECRET-PID", accession="SECRET-ACC")
+    assert _stow(client, ct.files()[:1]).status_code == 200
+    assert _stow(client, ct.files()[1:], path="/dicomweb/studies/1.2.3.4").status_code == 409
+    _age_studies(app)
+    assert _sweep(app, [])["jobs"]
+    trail = {e["action"]: e for e in client.get("/api/v1/audit").json["items"]}
+    assert trail["dicom_receive"]["detail"] == {"via": "stow-rs", "instances": 1}
+    refused = trail["dicom_refuse"]["detail"]
+    assert refused["instances"] == 1 and "not to the study 1.2.3.4" in refused["reasons"][0]
+    url = _settings(app).database_url
+    with pytest.raises(IntegrityError) as failed, session_scope(url) as session:
+        study = session.scalars(select(Study)).one()
+        session.add(Study(study_uid=study.study_uid, owner=study.owner, source="stow",
+                          patient_id="SECRET-PID2"))  # fmt: skip
+    assert "SECRET" not in str(failed.value)  # database errors carry no parameters
+    assert "SECRET" not in caplog.text
+
+
 def test_a_part_without_the_part10_preamble_is_stored_with_it(app, client, tmp_path):
     """dicomweb-client writes in-memory datasets with pydicom's dcmwrite, which leaves
     out the 128-byte preamble and "DICM"; such an instance is still a study's."""

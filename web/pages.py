@@ -30,9 +30,17 @@ from web.multipart import MalformedUpload
 from web.serialize import ood_warning, result_status
 from web.submission import NO_FILES, submit_inference_job
 from web.training import submit_training_job
+from web.training_form import chosen_recipe, recipe_choices, training_fields
 from web.upload_form import open_upload
 
 bp = Blueprint("pages", __name__)
+# The training options' fields (web.training_form), for the templates of the training
+# and schedule forms and the macro they share.
+bp.record_once(
+    lambda state: state.app.jinja_env.globals.update(
+        training_fields=training_fields, recipe_choices=recipe_choices, chosen_recipe=chosen_recipe
+    )
+)
 THUMB = 96
 PAGE_ROWS = 500  # result rows per job page; "Next" pages on, the CSV has all
 

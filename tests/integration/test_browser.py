@@ -112,6 +112,10 @@ def test_training_form_to_new_version(stack, page, shared_data, tmp_path):
     assert page.inner_text("body").count("5-fold x 4 partitions, by patient") >= 2
     page.set_input_files("#dataset", str(archive))
     page.check("#train-form input[name=modality][value=ct]")
+    # The form shows the fields of the chosen recipe only: epochs are fine-tuning's.
+    assert not page.is_visible("#train-form input[name=epochs]")
+    page.select_option("#recipe", "finetune")
+    assert not page.is_visible("#train-form select[name=probe_pool]")
     page.select_option("#backbone", "smallcnn")
     page.fill("#train-form input[name=epochs]", "2")
     page.fill("#train-form input[name=finetune_epochs]", "0")

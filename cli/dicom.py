@@ -27,6 +27,14 @@ def _session():
     return session_scope(get_settings().database_url)
 
 
+def _removed(remove, key: str, what: str) -> None:
+    """`remove` the peer or source `key`, or fail saying there is none."""
+    with _session() as session:
+        if not remove(session, key, by=None):
+            raise click.ClickException(f"no {what} {key!r}")
+    click.echo(f"{what} {key} removed", err=True)
+
+
 def _checked(make):
     try:
         return make()
@@ -70,10 +78,7 @@ def peer_list() -> None:
 @click.argument("ae_title")
 def peer_remove(ae_title: str) -> None:
     """Refuse AE_TITLE from now on (its studies stay)."""
-    with _session() as session:
-        if not remove_peer(session, ae_title, by=None):
-            raise click.ClickException(f"no DICOM peer {ae_title!r}")
-    click.echo(f"peer {ae_title} removed", err=True)
+    _removed(remove_peer, ae_title, "DICOM peer")
 
 
 @dicom.group()
@@ -104,10 +109,7 @@ def source_list() -> None:
 @source.command("remove")
 @click.argument("name")
 def source_remove(name: str) -> None:
-    with _session() as session:
-        if not remove_source(session, name, by=None):
-            raise click.ClickException(f"no DICOMweb source {name!r}")
-    click.echo(f"source {name} removed", err=True)
+    _removed(remove_source, name, "DICOMweb source")
 
 
 @click.command("dicom-listener")

@@ -4,6 +4,8 @@ trailing spaces not significant."""
 
 from __future__ import annotations
 
+import os
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -48,29 +50,38 @@ def add_peer(
         raise PeerError("a port is between 1 and 65535")
     if get_user(session, owner) is None:
         raise PeerError(f"no user {owner!r}: make it first (scanq user add / token create)")
-    peer = get_peer_by_ae(session, ae)
-    if peer is None:
-        peer = DicomPeer(ae_title=ae, host=host, port=int(port), owner=owner)
-        session.add(peer)
-    else:
-        peer.host, peer.port, peer.owner = host, int(port), owner
-    session.flush()
-    audit(
-        session,
-        by,
-        "dicom_peer_add",
-        f"peer:{ae}",
-        {"host": host, "port": int(port), "owner": owner},
-    )
-    return peer
+    fields = {"host": host, "port": int(port), "owner": owner}
+    found = get_peer_by_ae(session, ae)
+    return _save(session, found, DicomPeer, {"ae_title": ae, **fields}, by,
+                 "dicom_peer_add", f"peer:{ae}", fields)  # fmt: skip
 
 
 def remove_peer(session: Session, ae_title: str, by: str | None) -> bool:
     peer = get_peer_by_ae(session, ae_title)
-    if peer is None:
+    return _remove(session, peer, by, "dicom_peer_remove", f"peer:{peer and peer.ae_title}")
+
+
+def _save(session: Session, row, model, fields: dict, by: str | None, action: str,
+          target: str, detail: dict):  # fmt: skip
+    """A new `model` row of `fields`, or `row` (the one of that name) changed to them;
+    audited either way."""
+    if row is None:
+        row = model(**fields)
+        session.add(row)
+    else:
+        for name, value in fields.items():
+            setattr(row, name, value)
+    session.flush()
+    audit(session, by, action, target, detail)
+    return row
+
+
+def _remove(session: Session, row, by: str | None, action: str, target: str) -> bool:
+    """Delete `row` if there is one, audited; whether there was."""
+    if row is None:
         return False
-    session.delete(peer)
-    audit(session, by, "dicom_peer_remove", f"peer:{peer.ae_title}", {})
+    session.delete(row)
+    audit(session, by, action, target, {})
     return True
 
 
@@ -83,6 +94,15 @@ def peer_json(peer: DicomPeer) -> dict:
         "user": peer.owner,
         "created_at": peer.created_at.isoformat(),
     }
+
+
+def source_credentials(source: DicomwebSource) -> tuple[str | None, str | None]:
+    """(user, password) for HTTP basic auth to a source, (None, None) without a user.
+    The password is read now from the environment variable the source names, so no
+    secret is ever kept in SQL."""
+    if not source.username:
+        return None, None
+    return source.username, os.environ.get(source.password_env or "", "")
 
 
 def get_source(session: Session, name: str) -> DicomwebSource | None:
@@ -108,23 +128,15 @@ def add_source(
     url = (url or "").strip().rstrip("/")
     if not url.startswith(("http://", "https://")):
         raise PeerError("a source URL is the DICOMweb base URL, http:// or https://")
-    source = get_source(session, name)
-    if source is None:
-        source = DicomwebSource(name=name, url=url)
-        session.add(source)
-    source.url, source.username, source.password_env = url, username or None, password_env or None
-    session.flush()
-    audit(session, by, "dicomweb_source_add", f"source:{name}", {"url": url})
-    return source
+    fields = {"name": name, "url": url, "username": username or None,
+              "password_env": password_env or None}  # fmt: skip
+    return _save(session, get_source(session, name), DicomwebSource, fields, by,
+                 "dicomweb_source_add", f"source:{name}", {"url": url})  # fmt: skip
 
 
 def remove_source(session: Session, name: str, by: str | None) -> bool:
     source = get_source(session, name)
-    if source is None:
-        return False
-    session.delete(source)
-    audit(session, by, "dicomweb_source_remove", f"source:{name}", {})
-    return True
+    return _remove(session, source, by, "dicomweb_source_remove", f"source:{name}")
 
 
 def source_json(source: DicomwebSource) -> dict:

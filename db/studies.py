@@ -142,13 +142,15 @@ def _recount(session: Session, study: Study, modality: str | None) -> None:
             study.modalities = ",".join(sorted(known | {modality}))
 
 
+def _unclaimed(*where):
+    """Conditions for a study's routable instances that no job holds yet (what the next
+    sweep screens)."""
+    return (StudyInstance.route.is_not(None), StudyInstance.job_id.is_(None), *where)
+
+
 def settled_studies(session: Session, cutoff: datetime) -> list[int]:
     """Studies with routable instances not yet in a job and nothing new since `cutoff`."""
-    pending = exists().where(
-        StudyInstance.study_id == Study.id,
-        StudyInstance.route.is_not(None),
-        StudyInstance.job_id.is_(None),
-    )
+    pending = exists().where(*_unclaimed(StudyInstance.study_id == Study.id))
     return list(
         session.scalars(
             select(Study.id).where(Study.last_received_at < cutoff, pending).order_by(Study.id)
@@ -181,9 +183,7 @@ def claim_pending(session: Session, study_id: int, route: str, job_id: str) -> l
     ids = list(
         session.scalars(
             select(StudyInstance.id).where(
-                StudyInstance.study_id == study_id,
-                StudyInstance.route == route,
-                StudyInstance.job_id.is_(None),
+                *_unclaimed(StudyInstance.study_id == study_id, StudyInstance.route == route)
             )
         )
     )
@@ -207,11 +207,7 @@ def pending_routes(session: Session, study_id: int) -> list[str]:
     return sorted(
         set(
             session.scalars(
-                select(StudyInstance.route).where(
-                    StudyInstance.study_id == study_id,
-                    StudyInstance.route.is_not(None),
-                    StudyInstance.job_id.is_(None),
-                )
+                select(StudyInstance.route).where(*_unclaimed(StudyInstance.study_id == study_id))
             )
         )
     )
@@ -285,11 +281,7 @@ def studies_due_a_verdict(session: Session) -> list[int]:
         StudyJob.job_id == Job.id,
         Job.status.not_in(FINAL_STATUSES),
     )
-    pending = exists().where(
-        StudyInstance.study_id == Study.id,
-        StudyInstance.route.is_not(None),
-        StudyInstance.job_id.is_(None),
-    )
+    pending = exists().where(*_unclaimed(StudyInstance.study_id == Study.id))
     return list(
         session.scalars(select(Study.id).where(Study.status == "screening", ~open_job, ~pending))
     )

@@ -17,7 +17,6 @@ never logged."""
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +38,7 @@ from db.models import (
     StudyInstance,
     StudyJob,
 )
+from db.peers import source_credentials
 from pacs.results import (
     ImageResult,
     NotScreened,
@@ -118,8 +118,7 @@ def destination_of(session: Session, row: DicomDelivery, calling_ae: str) -> Des
     source = session.get(DicomwebSource, row.dicomweb_source_id) if row.dicomweb_source_id else None
     if source is None:
         raise NoDestination(f"the DICOMweb server of this delivery ({row.destination}) was removed")
-    password = os.environ.get(source.password_env) if source.password_env else None
-    return StowDestination(source.url, source.username, password)
+    return StowDestination(source.url, *source_credentials(source))
 
 
 # -- which deliveries -------------------------------------------------------------------

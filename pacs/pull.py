@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 from datetime import date
 
 from db.accounts import audit
-from db.peers import get_source
+from db.peers import get_source, source_credentials
 from db.session import session_scope
 from db.studies import Origin
 from pacs.instances import InstanceError, audit_receipts, store_instance
+from pacs.transport import dicomweb_client
 from scanq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,18 +55,6 @@ def check_query(modality: str | None, since: str | None, study_uid: str | None) 
     return query
 
 
-def dicomweb_client(source):
-    """A dicomweb-client for a configured source (basic auth when it has a user)."""
-    import requests
-    from dicomweb_client.api import DICOMwebClient
-
-    session = requests.Session()
-    if source.username:
-        password = os.environ.get(source.password_env or "", "")
-        session.auth = (source.username, password)
-    return DICOMwebClient(url=source.url, session=session, timeout=60)
-
-
 PAGE = 100
 
 
@@ -98,6 +86,19 @@ def find_studies(client, query: dict) -> list[str]:
         offset += len(page)
 
 
+def pull_outcome(pull_id: str, source_name: str, errors: list[str] | None = None) -> dict:
+    """What a pull did, as its closing audit row (dicom_pull, pull:<id>) keeps it and GET
+    /api/v1/pulls/<id> shows it: studies {id: instances}, counts and the first errors."""
+    return {
+        "pull": pull_id,
+        "source": source_name,
+        "studies": {},
+        "instances": 0,
+        "failed": 0,
+        "errors": list(errors or []),
+    }
+
+
 def run_pull(
     settings: Settings,
     pull_id: str,
@@ -120,18 +121,11 @@ def run_pull(
         source = get_source(session, source_name)
         if source is not None:
             session.expunge(source)
-    outcome = {
-        "pull": pull_id,
-        "source": source_name,
-        "studies": {},
-        "instances": 0,
-        "failed": 0,
-        "errors": [],
-    }
+    outcome = pull_outcome(pull_id, source_name)
     try:
         if source is None:
             raise PullError(f"no DICOMweb source {source_name!r}")
-        client = dicomweb_client(source)
+        client = dicomweb_client(source.url, *source_credentials(source), timeout=60)
         uids = find_studies(client, query)
     except Exception as exc:
         outcome["errors"].append(f"search: {type(exc).__name__}: {exc}"[:300])

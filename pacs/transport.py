@@ -104,15 +104,23 @@ def send_c_store(datasets: Sequence[Dataset], dest: DimseDestination) -> int:
     return stored
 
 
-def send_stow(datasets: Sequence[Dataset], dest: StowDestination) -> int:
-    """One STOW-RS request with every dataset (multipart/related), checked against the
-    PS3.18 response's Failed SOP Sequence."""
+def dicomweb_client(
+    url: str, username: str | None = None, password: str | None = None, timeout=TIMEOUT_S
+):
+    """A dicomweb-client for a DICOMweb server (basic auth when a user is given): the one
+    maker of clients, for pulls (pacs.pull) and STOW-RS results."""
     from dicomweb_client.api import DICOMwebClient
 
     session = requests.Session()
-    if dest.username:
-        session.auth = (dest.username, dest.password or "")
-    client = DICOMwebClient(dest.url, session=session, timeout=TIMEOUT_S)
+    if username:
+        session.auth = (username, password or "")
+    return DICOMwebClient(url=url, session=session, timeout=timeout)
+
+
+def send_stow(datasets: Sequence[Dataset], dest: StowDestination) -> int:
+    """One STOW-RS request with every dataset (multipart/related), checked against the
+    PS3.18 response's Failed SOP Sequence."""
+    client = dicomweb_client(dest.url, dest.username, dest.password)
     client.set_http_retry_params(retry=False)  # retries are the Celery task's, with backoff
     study_uids = {ds.StudyInstanceUID for ds in datasets}
     try:

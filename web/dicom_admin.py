@@ -18,14 +18,12 @@ from db.peers import (
     source_json,
 )
 from web.access import owner_name, require_admin
-from web.http import ApiError, db_session
+from web.http import ApiError, api_error_response, db_session
 
 bp = Blueprint("dicom_admin", __name__, url_prefix="/api/v1/dicom")
 
 
-@bp.errorhandler(ApiError)
-def _api_error(exc: ApiError):
-    return jsonify(error={"code": exc.code, "message": exc.message}), exc.status
+bp.register_error_handler(ApiError, api_error_response)
 
 
 @bp.before_request
@@ -43,6 +41,24 @@ def peers():
         return jsonify(items=[peer_json(p) for p in list_peers(session)])
 
 
+def _created(make, code: str, to_json):
+    """201 with the row `make(session)` adds, or 400 `code` with why it cannot."""
+    with db_session() as session:
+        try:
+            row = make(session)
+        except PeerError as exc:
+            raise ApiError(400, code, str(exc)) from None
+        return jsonify(to_json(row)), 201
+
+
+def _deleted(remove, key: str, code: str, what: str):
+    """204 once `remove` deleted `key`, or 404 `code` when there was none."""
+    with db_session() as session:
+        if not remove(session, key, by=owner_name()):
+            raise ApiError(404, code, f"no {what} {key!r}")
+    return "", 204
+
+
 @bp.post("/peers")
 def create_peer():
     body = _body()
@@ -50,27 +66,18 @@ def create_peer():
         port = int(body.get("port") or 0)
     except (TypeError, ValueError):
         raise ApiError(400, "bad_peer", "port must be an integer") from None
-    with db_session() as session:
-        try:
-            peer = add_peer(
-                session,
-                body.get("ae_title", ""),
-                body.get("host", ""),
-                port,
-                body.get("user", ""),
-                by=owner_name(),
-            )
-        except PeerError as exc:
-            raise ApiError(400, "bad_peer", str(exc)) from None
-        return jsonify(peer_json(peer)), 201
+    by = owner_name()
+    return _created(
+        lambda s: add_peer(s, body.get("ae_title", ""), body.get("host", ""), port,
+                           body.get("user", ""), by=by),
+        "bad_peer",
+        peer_json,
+    )  # fmt: skip
 
 
 @bp.delete("/peers/<ae_title>")
 def delete_peer(ae_title: str):
-    with db_session() as session:
-        if not remove_peer(session, ae_title, by=owner_name()):
-            raise ApiError(404, "peer_not_found", f"no DICOM peer {ae_title!r}")
-    return "", 204
+    return _deleted(remove_peer, ae_title, "peer_not_found", "DICOM peer")
 
 
 @bp.get("/sources")
@@ -82,24 +89,15 @@ def sources():
 @bp.post("/sources")
 def create_source():
     body = _body()
-    with db_session() as session:
-        try:
-            source = add_source(
-                session,
-                body.get("name", ""),
-                body.get("url", ""),
-                body.get("username"),
-                body.get("password_env"),
-                by=owner_name(),
-            )
-        except PeerError as exc:
-            raise ApiError(400, "bad_source", str(exc)) from None
-        return jsonify(source_json(source)), 201
+    by = owner_name()
+    return _created(
+        lambda s: add_source(s, body.get("name", ""), body.get("url", ""),
+                             body.get("username"), body.get("password_env"), by=by),
+        "bad_source",
+        source_json,
+    )  # fmt: skip
 
 
 @bp.delete("/sources/<name>")
 def delete_source(name: str):
-    with db_session() as session:
-        if not remove_source(session, name, by=owner_name()):
-            raise ApiError(404, "source_not_found", f"no DICOMweb source {name!r}")
-    return "", 204
+    return _deleted(remove_source, name, "source_not_found", "DICOMweb source")

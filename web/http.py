@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from flask import current_app
+from flask import current_app, jsonify
 
 from db.session import session_scope
 from scanq.settings import Settings
@@ -19,6 +19,12 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+
+
+def api_error_response(exc: ApiError):
+    """The JSON answer to an ApiError, {"error": {"code", "message"}} with its status: a
+    blueprint's error handler (`bp.register_error_handler(ApiError, api_error_response)`)."""
+    return jsonify(error={"code": exc.code, "message": exc.message}), exc.status
 
 
 def bounded_number(values: Mapping[str, str], name: str, kind: type, default, lo: float, hi: float):

@@ -24,12 +24,12 @@ from db.studies import (
     study_jobs,
     worklist,
 )
-from pacs.pull import PullError, check_query
+from pacs.pull import PullError, check_query, pull_outcome
 from scanq import DISCLAIMER
 from web.access import owner_name
 from web.auth import current_user
 from web.extensions import get_celery
-from web.http import ApiError, db_session
+from web.http import ApiError, api_error_response, db_session
 from web.serialize import iso, job_json
 from worker.celery_app import PULL_STUDIES
 
@@ -38,9 +38,7 @@ pages = Blueprint("studies_pages", __name__)
 MAX_PAGE = 500
 
 
-@api.errorhandler(ApiError)
-def _api_error(exc: ApiError):
-    return jsonify(error={"code": exc.code, "message": exc.message}), exc.status
+api.register_error_handler(ApiError, api_error_response)
 
 
 def visible_study(session, study_id: int) -> Study:
@@ -181,20 +179,9 @@ def start_pull(form, owner: str) -> str:
         get_celery().send_task(PULL_STUDIES, args=[pull_id, source_name, query, owner, results_to])
     except Exception:
         with db_session() as session:  # the pull is over before it began: say so
-            audit(
-                session,
-                owner,
-                "dicom_pull",
-                f"pull:{pull_id}",
-                {
-                    "pull": pull_id,
-                    "source": source_name,
-                    "studies": {},
-                    "instances": 0,
-                    "failed": 0,
-                    "errors": ["not started: the task queue was unreachable"],
-                },
-            )
+            why = "not started: the task queue was unreachable"
+            never = pull_outcome(pull_id, source_name, [why])
+            audit(session, owner, "dicom_pull", f"pull:{pull_id}", never)
         raise ApiError(
             503, "queue_unavailable", "the task queue cannot be reached; try again shortly"
         ) from None

@@ -7,62 +7,30 @@ are written from the development images at test time (tests/dicom_factory.py).""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 
-from cli.processes import beat_command, listener_command
-from tests.conftest import Stack, free_port
+from tests.conftest import Stack, free_port, screened_study, started_dicom_stack
 from tests.dicom_factory import CT_IMAGE_STORAGE, DX_IMAGE_STORAGE, upload
+from tests.helpers import wait_until
 
-SETTLE_S = 2
 SCU_AE = "TESTSCU"
 
 
 @pytest.fixture(scope="module")
 def dicom_stack(tmp_path_factory, redis_url):
     """A stack with the DICOM listener and beat running, and SCU_AE as a known peer."""
-    s = Stack(tmp_path_factory.mktemp("dicom-stack"), redis_url, free_port(), None)
-    s.env["SCANQ_DICOM_PORT"] = str(free_port())
-    s.env["SCANQ_STUDY_SETTLE"] = str(SETTLE_S)
-    s.dicom_port = int(s.env["SCANQ_DICOM_PORT"])
-    s.start()
-    try:
-        added = s.scanq(
-            "dicom",
-            "peer",
-            "add",
-            SCU_AE,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(free_port()),
-            "--user",
-            "tester",
-        )
+    with started_dicom_stack(tmp_path_factory.mktemp("dicom-stack"), redis_url) as s:
+        added = s.scanq("dicom", "peer", "add", SCU_AE, "--host", "127.0.0.1",
+                        "--port", str(free_port()), "--user", "tester")  # fmt: skip
         assert added.returncode == 0, added.stderr
-        s.spawn("listener", listener_command())
-        s.spawn("beat", beat_command())
-        _until(
+        wait_until(
             lambda: _echo(s.dicom_port, SCU_AE) is not None,
             "the listener to answer",
             s.log("listener"),
         )
         yield s
-    finally:
-        s.stop()
-
-
-def _until(check, what: str, log: str = "", timeout: float = 240):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}\n{log}")
 
 
 def _associate(port: int, calling: str, contexts=()):
@@ -83,16 +51,6 @@ def _echo(port: int, calling: str):
     status = assoc.send_c_echo()
     assoc.release()
     return status
-
-
-def _screened(stack: Stack, study_uid: str) -> dict:
-    def done():
-        items = stack.http.get(f"{stack.url}/api/v1/studies?sort=received").json()["items"]
-        match = [s for s in items if s["study_uid"] == study_uid and s["status"] == "screened"]
-        return match[0] if match else None
-
-    found = _until(done, f"study {study_uid} to be screened", stack.log("worker"))
-    return stack.http.get(f"{stack.url}/api/v1/studies/{found['id']}").json()
 
 
 def _scores(stack: Stack, study: dict) -> list[float]:
@@ -123,7 +81,7 @@ def test_c_store_of_a_ct_study_settles_into_a_scored_job_with_a_verdict(dicom_st
     statuses = [assoc.send_c_store(ds).Status for ds in [*ct.instances, *lateral.instances]]
     assoc.release()
     assert statuses == [0x0000] * 4  # the lateral view is accepted too: the push never fails
-    study = _screened(dicom_stack, ct.study_uid)
+    study = screened_study(dicom_stack, ct.study_uid)
     assert study["source"] == f"dicom:{SCU_AE}" and study["peer"] == SCU_AE
     assert study["results_to"] == SCU_AE
     assert study["instances"] == 4 and study["not_screened"] == 1
@@ -149,7 +107,7 @@ def test_stow_rs_from_dicomweb_client_is_screened_and_listed_by_score(dicom_stac
     answer = client.store_instances(xray.instances)
     stored = [item.ReferencedSOPInstanceUID for item in answer.ReferencedSOPSequence]
     assert stored == xray.sop_instance_uids and "FailedSOPSequence" not in answer
-    study = _screened(dicom_stack, xray.study_uid)
+    study = screened_study(dicom_stack, xray.study_uid)
     assert study["source"] == "stow" and study["jobs"][0]["modality"] == "xray"
     assert len(_scores(dicom_stack, study)) == 2
     listed = dicom_stack.http.get(f"{dicom_stack.url}/api/v1/studies?sort=score").json()["items"]
@@ -182,7 +140,7 @@ def test_orthanc_pushes_to_scanq_and_scanq_pulls_from_orthanc(
     assert added.returncode == 0, added.stderr
     pushed = sample_xray_study(shared_data, views=("PA",), label="non_covid")
     pacs.store_to("scanq", upload(pacs, pushed))
-    study = _screened(dicom_stack, pushed.study_uid)
+    study = screened_study(dicom_stack, pushed.study_uid)
     assert study["source"] == f"dicom:{pacs.aet}" and study["results_to"] == pacs.aet
 
     source = dicom_stack.scanq("dicom", "source", "add", "orthanc", "--url", pacs.dicomweb_url)
@@ -203,7 +161,7 @@ def test_orthanc_pushes_to_scanq_and_scanq_pulls_from_orthanc(
     )
     assert pulled.returncode == 0, pulled.stderr + dicom_stack.log("worker")
     assert "2 instances in 1 studies, 0 failed" in pulled.stderr
-    study = _screened(dicom_stack, kept.study_uid)
+    study = screened_study(dicom_stack, kept.study_uid)
     assert study["source"] == "pull:orthanc" and study["results_to"] == pacs.aet
     assert study["instances"] == 2 and len(_scores(dicom_stack, study)) == 2
 

@@ -10,15 +10,14 @@ server named in the request."""
 from __future__ import annotations
 
 import io
-import time
 
 import pydicom
 import pytest
 
-from cli.processes import beat_command, listener_command
 from pacs.results import RESEARCH_ONLY
-from tests.conftest import Stack, free_port
+from tests.conftest import Stack, screened_study, started_dicom_stack
 from tests.dicom_factory import sample_ct_study, sample_xray_study, upload
+from tests.helpers import wait_until
 
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.33"
 SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"
@@ -28,32 +27,14 @@ RETRIES, BACKOFF_S = 4, 1  # attempts at +1, +2, +4, +8 s: failed some 15 s afte
 @pytest.fixture(scope="module")
 def out_stack(tmp_path_factory, redis_url):
     """A stack with the DICOM listener and beat, quick study settling and retries."""
-    s = Stack(tmp_path_factory.mktemp("dicom-out"), redis_url, free_port(), None)
-    s.env.update(
-        SCANQ_DICOM_PORT=str(free_port()),
-        SCANQ_STUDY_SETTLE="2",
+    with started_dicom_stack(
+        tmp_path_factory.mktemp("dicom-out"),
+        redis_url,
         SCANQ_DELIVERY_RETRIES=str(RETRIES),
         SCANQ_DELIVERY_BACKOFF=str(BACKOFF_S),
         SCANQ_RESULTS_HEATMAPS="4",
-    )
-    s.dicom_port = int(s.env["SCANQ_DICOM_PORT"])
-    s.start()
-    try:
-        s.spawn("listener", listener_command())
-        s.spawn("beat", beat_command())
+    ) as s:
         yield s
-    finally:
-        s.stop()
-
-
-def _until(check, what: str, log: str = "", timeout: float = 240):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}\n{log}")
 
 
 def _add_peer(stack: Stack, pacs) -> None:
@@ -63,12 +44,7 @@ def _add_peer(stack: Stack, pacs) -> None:
 
 
 def _study_id(stack: Stack, study_uid: str) -> int:
-    def screened():
-        items = stack.http.get(f"{stack.url}/api/v1/studies?sort=received").json()["items"]
-        hit = [s for s in items if s["study_uid"] == study_uid and s["status"] == "screened"]
-        return hit[0]["id"] if hit else None
-
-    return _until(screened, f"study {study_uid} screened", stack.log("worker"))
+    return screened_study(stack, study_uid)["id"]
 
 
 def _delivery(stack: Stack, study_id: int, check, what: str, timeout: float = 240) -> dict:
@@ -77,7 +53,7 @@ def _delivery(stack: Stack, study_id: int, check, what: str, timeout: float = 24
         rows = rows["deliveries"]
         return rows[0] if len(rows) == 1 and check(rows[0]) else None
 
-    return _until(state, what, stack.log("worker"), timeout)
+    return wait_until(state, what, stack.log("worker"), timeout)
 
 
 def _results_in(pacs, study_uid: str) -> tuple[list, list]:

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 TEST_STAMP := $(VENV)/.installed-test-stamp
 EXTRAS ?= cpu,postgres,dev
 
-.PHONY: install run test lint format bench bench-load bench-ood bench-batch models compose-check clean
+.PHONY: install run test lint format bench bench-load bench-ood bench-batch models lung compose-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,12 @@ models: install
 	$(BIN)/python -m models.train --modality ct --data ../shared/data --out models/default/ct $(CT_RECIPE) --cv-report bench/out/cv_ct.json --cv-setting probe_352_288_std
 	$(BIN)/python -m bench.cv --modality xray --folds 5 --repeats 4 --settings probe_256_inet224
 	$(BIN)/python -m models.train --modality xray --data ../shared/data --out models/default/xray $(XRAY_RECIPE) --cv-report bench/out/cv_xray.json --cv-setting probe_256_inet224
+
+# Retrain the lung segmenter (models/default/lung, #22) on ../shared/data's lung masks,
+# then add the shortcut report it measures to the shipped X-ray card (weights unchanged).
+lung: install
+	$(BIN)/python -m models.lung.train --data ../shared/data --out models/default/lung
+	$(BIN)/python -m models.lung.shortcut --version models/default/xray --data ../shared/data
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -218,17 +218,18 @@ def render_card(card: dict) -> str:
 
 Research use only, not for diagnostic use.
 
-A U-Net ({card["weights"]:,} weights, {card["input_size"]} px input,
-grey levels equalised inside the model) trained by `{card["command"].strip()}` on the
-dev set's lung masks (v7labs polygons and lungVAE masks of the ieee8023 images), split by
-patient with `dup_group` kept together: {s["train"]["images"]} / {s["val"]["images"]} /
-{s["test"]["images"]} images ({s["train"]["patients"]} / {s["val"]["patients"]} /
-{s["test"]["patients"]} patients) for training / validation / test. The epoch kept
-({card["best_epoch"]}) had the best validation Dice. Of its output only the two largest
-connected regions are kept (models.lung.segmenter.two_lungs); the figures below are of
-those masks. It is used to measure what the
-X-ray classifiers look at (the heat map's share inside the lungs, the shortcut report)
-and never as a classifier's feature.
+A U-Net ({card["weights"]:,} weights, {card["input_size"]} px input, grey levels equalised
+inside the model), trained by `{card["command"].strip()}`
+on the dev set's lung masks (v7labs polygons and lungVAE masks of the ieee8023 images).
+
+- Split by patient, `dup_group` kept together: {s["train"]["images"]} / {s["val"]["images"]} / \
+{s["test"]["images"]} images ({s["train"]["patients"]} / {s["val"]["patients"]} / \
+{s["test"]["patients"]} patients) for training / validation / test.
+- The epoch kept ({card["best_epoch"]}) had the best validation Dice.
+- Only the two largest connected regions of its output are kept
+  (models.lung.segmenter.two_lungs); the figures below are of those masks.
+- Use: measuring what the X-ray classifiers look at (the heat map's share inside the
+  lungs, the shortcut report); never a classifier's feature.
 
 ## Held-out test patients (threshold {card["threshold"]})
 
@@ -253,8 +254,8 @@ images, predicted {json.dumps(frac["predicted"])} against the masks'
 
 ## Cost
 
-{card["cost_ms_per_image"]} ms per image (batches of 32, on the CPU it was trained on;
-training took {card["train_seconds"]} s).
+{card["cost_ms_per_image"]} ms per image (batches of 32, on the CPU it was measured on, which
+other jobs shared: less on an idle one); training took {card["train_seconds"]} s.
 """
 
 

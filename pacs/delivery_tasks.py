@@ -29,7 +29,7 @@ from db.deliveries import (
     record_sent,
     reset_for_resend,
 )
-from db.models import DicomDelivery, Study, StudyJob, utcnow
+from db.models import DicomDelivery, Study, StudyInstance, StudyJob, utcnow
 from db.session import session_scope
 from scanq.settings import get_settings
 from worker.celery_app import DELIVER_STUDY, DELIVERY_SWEEP, EXPLAIN_SCAN, SEND_DELIVERY
@@ -50,7 +50,9 @@ def queue_send(delivery_id: int, generation: int) -> None:
 def deliver_study(study_id: int) -> dict:
     """A screened study's results, one delivery per ended job that has none yet. When
     a follow-up job changed the verdict, the study's earlier deliveries are sent again:
-    their SR keeps its UID, so the PACS's copy is replaced by one with today's verdict."""
+    their SR keeps its UID, so the PACS's copy is replaced by one with today's verdict.
+    An earlier job none of whose instances it still shows (all were sent again with
+    other content, db.studies.counted_scan) has nothing left to report and is not."""
     from pacs.dispatch import NoDestination, open_deliveries
 
     settings = get_settings()
@@ -63,11 +65,19 @@ def deliver_study(study_id: int) -> dict:
         if made:
             new = {delivery_id for delivery_id, _g in made}
             for row in deliveries_of_study(session, study_id):
-                if row.id not in new and row.status == "sent":
+                if row.id not in new and row.status == "sent" and _still_shows(session, row):
                     made.append(reset_for_resend(row, None))
     for delivery_id, generation in made:
         queue_send(delivery_id, generation)
     return {"study": study_id, "deliveries": [d for d, _g in made]}
+
+
+def _still_shows(session, row: DicomDelivery) -> bool:
+    """Whether the delivery's job still holds an instance of its study."""
+    held = select(StudyInstance.id).where(
+        StudyInstance.study_id == row.study_id, StudyInstance.job_id == row.job_id
+    )
+    return session.scalar(held.limit(1)) is not None
 
 
 def _backoff(attempts: int) -> int:

@@ -64,9 +64,8 @@ def _score_batch(batch_id: int) -> str:
     except SoftTimeLimitExceeded:
         # Out of time before any file was opened (a starved process while its model
         # loads): nothing is stuck, so this process goes on and the batch waits.
-        log.warning("batch %s: time limit reached before scoring began; sent again", batch_id)
-        send_batches(settings.database_url, current_app.send_task, [batch_id])
-        return "left for later: out of time before scoring"
+        log.warning("batch %s: time limit reached before scoring began", batch_id)
+        return _deliver_again(batch_id, "out of time before scoring")
     if isinstance(taken, str):
         return taken
     return _score_work(settings.database_url, *taken)
@@ -85,11 +84,17 @@ def _take(settings, batch_id: int) -> tuple[BatchWork, Predictor] | str:
         # Waiting a little keeps a loading process from re-sending the batch in a loop.
         wait = min(MODEL_WAIT_SECONDS, settings.batch_time_limit / 4)
         warmup.ready(settings, version.load_args, wait=wait)
-        send_batches(settings.database_url, current_app.send_task, [batch_id])
-        return f"left for later: model version {version.id} is loading"
+        return _deliver_again(batch_id, f"model version {version.id} is loading")
     with session_scope(settings.database_url) as session:
         work = claim_work(session, settings.data_dir, batch_id)
     return "skipped" if work is None else (work, predictor)
+
+
+def _deliver_again(batch_id: int, why: str) -> str:
+    """Queue the batch once more, unclaimed. Its SQL send time stays that of its first
+    send, so the reconciler still sees how long it has waited."""
+    current_app.send_task(SCORE_BATCH, args=[batch_id])
+    return f"left for later: {why}"
 
 
 def _score_work(url: str, work: BatchWork, predictor: Predictor) -> str:

@@ -16,8 +16,11 @@ probability like any other. So, before the lung window:
 3. a slice whose lungs cover less than MIN_LUNG_FRACTION of the body's cross-section
    shows no lung worth screening: it is reported as NO_LUNG and left out of the study
    score (pacs.verdict);
-4. otherwise the slice is cropped to the lungs' bounding box widened by MARGIN of its
-   size on each side, within the body's box: what the figure crops show.
+4. otherwise the slice is cropped to the body's box (CROP_TO; or to the lungs' box)
+   widened by MARGIN on each side. Measured on dev crops put back into simulated
+   scanner slices (bench/study_aggregate.py; README), the body's box came closest to
+   the crops themselves: closer than the lungs' box, and closer than the body's box
+   with the air around the body made black like the figures' surround.
 
 A slice that is already a tight crop (what is denser than air spans TIGHT of the frame
 both ways: no field of air around the body to remove) passes unchanged, lung check
@@ -26,9 +29,10 @@ shape then says nothing. So the DICOM that the tests write from the dev crops, a
 upload of a cropped slice, are read as before.
 
 Only NumPy: DICOM decoding runs in the web process and the DICOM listener, which do
-not install SciPy. Connected regions are found by label propagation on the coarse grid,
-a few milliseconds a slice. The thresholds were chosen on the dev crops and simulated
-scanner views (bench/study_aggregate.py; README).
+not install SciPy. Connected regions are found by label propagation on the coarse grid
+(tens of milliseconds a 512 px slice). The thresholds are anatomical round numbers,
+checked on the dev crops and simulated scanner slices (bench/study_aggregate.py,
+README), not fitted: there is no scanner CT among the dev data.
 """
 
 from __future__ import annotations
@@ -44,7 +48,10 @@ CLOSING = 2  # radius (coarse pixels) of the closing that seals the chest wall
 OPENING = 1  # radius (coarse pixels) of the opening that detaches the table
 MIN_REGION = 0.01  # a lung region covers at least this share of the body
 MIN_LUNG_FRACTION = 0.05  # below this share of the body in lung: no lung in the slice
-MARGIN = 0.08  # crop: the lungs' box widened by this share of its size on each side
+# The crop: the body's box (or the lungs'), widened by this share of its size each side.
+CROP_TO = "body"
+MARGIN = {"body": 0.03, "lungs": 0.08}
+OUTSIDE_HU = -2000.0  # outside the body, with blank_outside: black, as a figure's surround
 MIN_SPAN = 0.4  # lungs narrower than this share of the body: crop to the body
 TIGHT = 0.85  # the body's box spans this share of the frame both ways: already a crop
 
@@ -166,9 +173,15 @@ def find_anatomy(hu: np.ndarray) -> Anatomy:
     return Anatomy(dense, body, np.isin(labels, keep) & air, step)
 
 
-def prepare(hu: np.ndarray, to: str = "lungs", margin: float = MARGIN) -> PreparedSlice:
-    """The slice cropped to its lungs (`to="body"`: to the body; either widened by
-    `margin`), or as it came when already a crop, or the reason it is not screened."""
+def prepare(
+    hu: np.ndarray, to: str = CROP_TO, margin: float | None = None, blank_outside: bool = False
+) -> PreparedSlice:
+    """The slice cropped to its body (`to="lungs"`: to its lungs' box), widened by
+    `margin` (with `blank_outside`, what lies outside the body made darker than any
+    window shows, like the figures' black surround: measured worse, so off); or the
+    slice as it came when already a crop; or the reason it is not screened."""
+    if margin is None:
+        margin = MARGIN[to]
     height, width = hu.shape
     whole = (0, height, 0, width)
     anatomy = find_anatomy(hu)
@@ -197,4 +210,11 @@ def prepare(hu: np.ndarray, to: str = "lungs", margin: float = MARGIN) -> Prepar
         max(left if inside else 0, int(ll - dw)),
         min(right if inside else width, int(np.ceil(lr + dw))),
     )
-    return PreparedSlice(hu[box[0] : box[1], box[2] : box[3]], None, box, fraction, False)
+    out = hu[box[0] : box[1], box[2] : box[3]]
+    if blank_outside:
+        body = np.kron(anatomy.body, np.ones((s, s), dtype=bool))
+        body = np.pad(
+            body, ((0, max(0, height - body.shape[0])), (0, max(0, width - body.shape[1])))
+        )
+        out = np.where(body[box[0] : box[1], box[2] : box[3]], out, OUTSIDE_HU)
+    return PreparedSlice(out, None, box, fraction, False)

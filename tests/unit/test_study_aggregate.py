@@ -15,9 +15,11 @@ from models.ct_slice import NO_LUNG
 def test_adding_negative_slices_does_not_push_the_score_up_as_max_does():
     rng = np.random.default_rng(0)
     negatives = rng.beta(2, 8, 5000)  # slice probabilities of a healthy volume, mean 0.2
-    small, large = negatives[:16], negatives[:500]
-    assert sa.aggregate(large, "max") - sa.aggregate(small, "max") > 0.15
-    assert abs(sa.aggregate(large) - sa.aggregate(small)) < 0.06
+    small, full, large = negatives[:16], negatives[:100], negatives[:500]
+    max_growth = sa.aggregate(large, "max") - sa.aggregate(small, "max")
+    assert max_growth > 0.25
+    assert sa.aggregate(large) - sa.aggregate(small) < max_growth / 3
+    assert abs(sa.aggregate(large) - sa.aggregate(full)) < 0.04  # full volumes: stable
     # A diseased volume (a quarter of its slices high) stays above the healthy one at
     # every size.
     for n in (16, 100, 500):
@@ -65,11 +67,14 @@ def test_summarise_reads_stored_results():
                                version_id=version)  # fmt: skip
 
     rows = [row(1, 0.9), row(2, 0.2), row(3, error="cannot decode"), row(4, error=NO_LUNG),
-            row(5, 0.99, ood=True), row(6, 0.3), row(7, 0.4), row(8, 0.1)]  # fmt: skip
+            row(5, 0.99, ood=True)] + [row(i, 0.05 * (i - 5)) for i in range(6, 16)]  # fmt: skip
     s = sa.summarise(rows)
-    assert (s["images"], s["scored"], s["failed"], s["n_outside_lungs"]) == (8, 6, 1, 1)
-    assert (s["n_screened"], s["n_out_of_distribution"], s["abstained"]) == (6, 1, False)
-    assert s["score"] == sa.aggregate([0.9, 0.2, 0.3, 0.4, 0.1])
+    assert (s["images"], s["scored"], s["failed"], s["n_outside_lungs"]) == (15, 13, 1, 1)
+    assert (s["n_screened"], s["n_out_of_distribution"], s["abstained"]) == (13, 1, False)
+    assert s["score"] == sa.aggregate([0.9, 0.2] + [0.05 * k for k in range(1, 11)])
     assert s["label"] == ("covid" if s["score"] >= 0.5 else "non_covid")
     assert s["max_probability"] == 0.99 and s["max_scan_id"] == 5 and s["deciding_scan_id"] == 1
     assert s["aggregate"] == sa.CHOSEN and not s["flagged"]
+    worse = sa.summarise(rows[:8])  # 1 of 6 screened images out of distribution: too many
+    assert worse["abstained"] and worse["flagged"] and worse["label"] is None
+    assert worse["reason"].startswith("indeterminate: 1 of 6 lung slices unlike")

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import Job, ModelVersion, Result, Scan, StudyJob
+from db.studies import counted_scan
 from models.study_aggregate import AGGREGATES, CHOSEN, summarise
 
 RULE = AGGREGATES[CHOSEN][1]
@@ -25,7 +26,8 @@ RULE = AGGREGATES[CHOSEN][1]
 
 def study_verdict(session: Session, study_id: int) -> dict:
     """Score, label and flags of the study, per modality and per series, over every
-    image of every job of the study."""
+    image of every job of the study that shows an instance as it stands now
+    (db.studies.counted_scan: content sent again replaces the earlier scans)."""
     rows = session.execute(
         select(
             Scan.id.label("scan_id"),
@@ -43,7 +45,7 @@ def study_verdict(session: Session, study_id: int) -> dict:
         .join(Job, Job.id == Scan.job_id)
         .outerjoin(Result, Result.scan_id == Scan.id)
         .outerjoin(ModelVersion, ModelVersion.id == Result.model_version_id)
-        .where(StudyJob.study_id == study_id)
+        .where(StudyJob.study_id == study_id, counted_scan(study_id))
         .order_by(Scan.job_id, Scan.position)
     ).all()
     by_modality: dict[str, list] = {}

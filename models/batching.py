@@ -10,11 +10,9 @@ measures differently.
 
 On a CPU the worker also keeps two model calls in flight at once (`streams`): one call
 alone leaves about 7% of two cores idle (ops that run on one thread, the Python between
-calls), and a second call fills those gaps. Measured on 2 cores (one run each,
-images/s, one stream against two): Lite0 at 256 px 85 -> 90, MobileNetV2 235 -> 250
-(16 rows per call), ResNet50 22.5 -> 24, DenseNet121 23 -> 26.5. A GPU keeps one
-stream: it runs a process's calls one after another anyway. `SCANQ_MODEL_STREAMS`
-overrides.
+calls), and a second call fills those gaps (figures in docs/benchmarks.md). A GPU
+keeps one stream: it runs a process's calls one after another anyway.
+`SCANQ_MODEL_STREAMS` overrides.
 """
 
 from __future__ import annotations

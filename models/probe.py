@@ -1,15 +1,14 @@
 """The "probe" recipe: a linear classifier on frozen, pretrained features.
 
 With a few hundred scans, fitting millions of weights overfits: under patient-grouped
-cross-validation on the development data (three folds, the same splits), fine-tuning
-Lite0 reached CT AUC 0.785-0.814, and a logistic regression on its pooled activations
-from several depths 0.818 (224 px) and 0.850 (288 px); see the README and bench/cv.py.
+cross-validation on the development data a logistic regression on Lite0's pooled
+activations from several depths beat fine-tuning it (docs/models.md, bench/cv.py).
 So the shipped models keep the backbone frozen, pool five depths (the CT model their
 spatial spread as well as their mean, at two sizes of the slice), standardise, and fit
 an L2-regularised, class-balanced logistic regression whose strength is chosen on the
 validation patients, then fit it again with that strength on the training and
 validation patients together: with 81 non-COVID X-rays, a third more patients to learn
-from raised CV AUC as much as any setting did (README). The temperature and the
+from raised CV AUC as much as any setting did (docs/models.md). The temperature and the
 threshold still come from the first fit's validation scores, which never saw those
 patients.
 The fitted scaler and weights become two Keras layers, so the saved model is one

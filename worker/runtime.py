@@ -44,9 +44,9 @@ def configure_tensorflow() -> str:
 
 def _single_threaded_blas() -> None:
     """NumPy's OpenBLAS threads (the out-of-distribution neighbour search multiplies
-    small matrices per batch) spin after each call and took about 12% of the model's
-    CPU on a 2-core worker (measured: 98 -> 86 img/s). The matrices are small: one
-    thread does them as fast, and TensorFlow keeps the cores."""
+    small matrices per batch) spin after each call and take CPU from the model
+    (docs/benchmarks.md). The matrices are small: one thread does them as fast, and
+    the model keeps the cores."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # scikit-learn (the cpu/gpu extras) brings it

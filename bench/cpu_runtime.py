@@ -26,13 +26,11 @@ import json
 import os
 import shutil
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 
-from bench import DEFAULT_DATA, OUT
+from bench import DEFAULT_DATA, OUT, call_rate
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "default"
 
@@ -64,27 +62,6 @@ def model_folder(name: str, tmp: Path, images: dict[str, list[Path]]) -> tuple[P
     return folder, "xray", name
 
 
-def rate(call, batch: np.ndarray, streams: int, seconds: float) -> tuple[float, float]:
-    """Images per second of `call(batch)` with `streams` threads calling it at once, and
-    images per CPU-second of this process: on a machine shared with other work, wall
-    time depends on what else runs, while CPU time per image much less so."""
-    calls = [0] * streams
-    t0, c0 = time.perf_counter(), time.process_time()
-
-    def loop(i: int) -> None:
-        while time.perf_counter() - t0 < seconds or calls[i] < 2:
-            call(batch)
-            calls[i] += 1
-
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(streams)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    n = sum(calls) * len(batch)
-    return n / (time.perf_counter() - t0), n / max(time.process_time() - c0, 1e-9)
-
-
 def measure(folder: Path, modality: str, backbone: str, images: dict[str, list[Path]],
             layouts: list[tuple[int, int]], seconds: float, rounds: int) -> dict:  # fmt: skip
     from models.batching import call_plan
@@ -107,7 +84,7 @@ def measure(folder: Path, modality: str, backbone: str, images: dict[str, list[P
     per_cpu: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(rounds):
         for name, (call, streams) in variants.items():
-            wall, cpu = rate(call, batch, streams, seconds)
+            wall, cpu = call_rate(lambda call=call: call(batch), len(batch), streams, seconds)
             rounds_out[name].append(round(wall, 2))
             per_cpu[name].append(round(cpu, 2))
     medians = {k: round(float(np.median(v)), 2) for k, v in rounds_out.items()}

@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from bench import DEFAULT_DATA, OUT
+from bench import DEFAULT_DATA, OUT, call_rate
 from bench.stack import LocalStack
 from cli.client import FINAL_STATUSES
 from scanq.embedded_redis import free_port
@@ -100,20 +100,7 @@ def raw_throughput(
     size = int(model.input_shape[1])
     pool = np.stack([load_for_model(p, size) for p in images[:batch_size]])
     model.predict_on_batch(pool)  # build and trace once
-    calls = [0] * streams
-    t0 = time.perf_counter()
-
-    def loop(i: int) -> None:
-        while time.perf_counter() - t0 < seconds or calls[i] < 3:
-            model.predict_on_batch(pool)
-            calls[i] += 1
-
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(streams)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    rate = sum(calls) * batch_size / (time.perf_counter() - t0)
+    rate, _cpu = call_rate(lambda: model.predict_on_batch(pool), batch_size, streams, seconds, 3)
     keras.backend.clear_session()
     return rate, size
 
@@ -133,20 +120,8 @@ def raw_throughput_onnx(
     size = predictor.input_size
     pool = np.stack([load_for_model(p, size) for p in images[:batch_size]])
     predictor.raw_outputs(pool)
-    calls = [0] * streams
-    t0 = time.perf_counter()
-
-    def loop(i: int) -> None:
-        while time.perf_counter() - t0 < seconds or calls[i] < 3:
-            predictor.raw_outputs(pool)
-            calls[i] += 1
-
-    workers = [threading.Thread(target=loop, args=(i,)) for i in range(streams)]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join()
-    return sum(calls) * batch_size / (time.perf_counter() - t0), size
+    rate, _cpu = call_rate(lambda: predictor.raw_outputs(pool), batch_size, streams, seconds, 3)
+    return rate, size
 
 
 class StatusProbe(threading.Thread):

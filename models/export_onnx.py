@@ -38,6 +38,9 @@ OOD_SCORE_TOLERANCE = 1e-3
 # Versions without an out-of-distribution calibration: features compared relative to
 # their largest magnitude.
 FEATURE_TOLERANCE = 1e-3
+# Heat maps (models.gradcam.maps_output, 0..1 after finish_maps): largest difference
+# at any position; lung_heat_share is stored to 4 decimals.
+MAP_TOLERANCE = 1e-3
 CHECK_BATCH = 8
 
 
@@ -79,27 +82,34 @@ def convert(network, path: Path) -> tuple[list[str], list[str]]:
     return inputs, outputs
 
 
-def _tensorflow_outputs(model, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """P(covid) and features of the saved Keras model as trained (preparation in the
+def _tensorflow_outputs(model, images: np.ndarray) -> tuple:
+    """P(covid), features and (when the head allows) the heat maps before
+    models.gradcam.finish_maps of the saved Keras model as trained (preparation in the
     graph): the reference the export must reproduce."""
     from models.ood import with_features
 
-    net = with_features(model)
+    net = with_features(model, maps=True)
     chunks = [images[i : i + CHECK_BATCH] for i in range(0, len(images), CHECK_BATCH)]
     outs = [net([chunk], training=False) for chunk in chunks]
-    probs = np.concatenate([np.asarray(p).reshape(-1) for p, _f in outs])
-    return probs, np.concatenate([np.asarray(f, dtype=np.float32) for _p, f in outs])
+    probs = np.concatenate([np.asarray(o[0]).reshape(-1) for o in outs])
+    feats = np.concatenate([np.asarray(o[1], dtype=np.float32) for o in outs])
+    maps = (
+        np.concatenate([np.asarray(o[2], np.float32) for o in outs]) if len(outs[0]) > 2 else None
+    )
+    return probs, feats, maps
 
 
 def compare(
-    folder: Path, temperature: float, reference: tuple[np.ndarray, np.ndarray],
-    candidate: tuple[np.ndarray, np.ndarray],
+    folder: Path, temperature: float, reference: tuple, candidate: tuple,
+    map_frame: tuple[int, int] | None = None,
 ) -> tuple[dict, str | None]:  # fmt: skip
-    """The check's figures, and the reason to refuse the export (None: accepted)."""
+    """The check's figures, and the reason to refuse the export (None: accepted).
+    `reference` and `candidate` are (probabilities, features[, raw maps]); maps are
+    compared as scoring uses them (models.gradcam.finish_maps with `map_frame`)."""
     from models.calibration import apply_temperature
     from models.ood import OODModel
 
-    (p_ref, f_ref), (p_new, f_new) = reference, candidate
+    (p_ref, f_ref, *m_ref), (p_new, f_new, *m_new) = reference, candidate
     dp = float(np.max(np.abs(apply_temperature(p_ref, temperature)
                              - apply_temperature(p_new, temperature))))  # fmt: skip
     scale = max(float(np.max(np.abs(f_ref))), 1e-12)
@@ -126,6 +136,18 @@ def compare(
             )
     elif not df <= FEATURE_TOLERANCE:
         reasons.append(f"features differ by {df:.3g} of their scale (> {FEATURE_TOLERANCE})")
+    if map_frame is not None and m_ref and m_new and m_ref[0] is not None:
+        from models.gradcam import finish_maps
+
+        if m_new[0] is None:
+            reasons.append("the export lost the heat maps output")
+        else:
+            dm = float(np.max(np.abs(finish_maps(m_ref[0], *map_frame)
+                                     - finish_maps(m_new[0], *map_frame))))  # fmt: skip
+            figures["max_map_difference"] = dm
+            figures["tolerance"]["map"] = MAP_TOLERANCE
+            if not dm <= MAP_TOLERANCE:
+                reasons.append(f"heat maps differ by {dm:.3g} (> {MAP_TOLERANCE})")
     return figures, "; ".join(reasons) or None
 
 
@@ -181,12 +203,18 @@ def _export(folder: Path, images: np.ndarray, checked_on: str, temperature: floa
         record["input_size"] = int(model.input_shape[1])
         record["views"] = [[[s.kind, list(s.args)] for s in v] for v in views]
         record["views_readable"] = describe(views)
+        frame = None
+        if len(network.outputs) > 2:  # heat maps (models.gradcam.maps_output)
+            from models.gradcam import map_frame
+
+            frame = map_frame(model)
+            record["map_frame"] = list(frame)
         record["inputs"], record["outputs"] = convert(network, tmp)
         from models.predictor import OnnxPredictor
 
         candidate = OnnxPredictor.from_files(tmp, record, model=model, batch_size=CHECK_BATCH)
         figures, reason = compare(folder, float(temperature), _tensorflow_outputs(model, images),
-                                  candidate.raw_outputs(images))  # fmt: skip
+                                  candidate.raw_outputs_with_maps(images), frame)  # fmt: skip
         record["check"] |= figures
     except Exception as exc:  # a layer tf2onnx cannot convert, a runtime error...
         log.exception("export of %s failed", folder)

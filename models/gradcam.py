@@ -9,8 +9,15 @@ sigmoid) times those per-position terms, summed over channels, depths and sizes 
 the finest grid. For a fine-tuned model, one average-pooled map feeding a dense head,
 this is Grad-CAM (Selvaraju et al., 2017) of its last feature map. Taking the gradient
 at the pooled features rather than at each feature map counts a deep layer's effect
-once, not again through every depth that is pooled after it. It is computed in the
-worker on request, not for every scored image: it needs a backward pass per image.
+once, not again through every depth that is pooled after it.
+
+When the head is linear in the pooled features (a probe's standardisation and logistic
+unit; a fine-tuned model's dropout, inactive at inference, and dense unit), those
+gradients are the head's weights times one positive number per image (the sigmoid's
+slope), which the map's 0..1 scaling removes. The map is then a forward computation on
+the same feature maps (`maps_output`): scoring gets it from its own model call, through
+TensorFlow or the ONNX export, with no backward pass (what `lung_heat_share` needs for
+every X-ray). `batch_explainer` keeps the gradient path for any other head.
 """
 
 from __future__ import annotations
@@ -80,7 +87,7 @@ def batch_explainer(model):
         as_np = lambda t: tf.cast(t, tf.float32).numpy()  # noqa: E731
         fmaps, g_means = [as_np(f) for f in fmaps], [as_np(g) for g in g_means]
         spreads, g_spreads = [as_np(s) for s in spreads], [as_np(g) for g in g_spreads]
-        out = []
+        raw = []
         for n in range(len(images)):
             cams = []
             for j, fmap in enumerate(fmaps):
@@ -89,16 +96,120 @@ def batch_explainer(model):
                 cams.append(position_shares(fmap[n], g_means[j][n], *extra))
             h, w = max(c.shape for c in cams)
             # each map as a density on the finest grid: its total (its share of the score) kept
-            cam = np.maximum(sum(_resized(c, h, w) * (c.size / (h * w)) for c in cams), 0.0)
-            top = float(cam.max())
-            cam = cam / top if top > 0 else cam
-            if edge:  # the map covers only the middle the model kept: put it back there
-                cam = _into_frame(cam, size, edge)
-            out.append(cam)
+            raw.append(sum(_resized(c, h, w) * (c.size / (h * w)) for c in cams))
         probs = np.asarray(tf.cast(prob, tf.float32)).reshape(len(images), -1)[:, 0]
-        return probs, np.stack(out) if out else np.zeros((0, size, size), np.float32)
+        if not raw:
+            return probs, np.zeros((0, size, size), np.float32)
+        return probs, finish_maps(np.stack(raw), size, edge)
 
     return explain_batch
+
+
+def finish_maps(raw: np.ndarray, size: int, edge: int = 0) -> np.ndarray:
+    """Heat maps (N, h, w) in 0..1 from the summed position shares (N, h, w): what
+    lowered the score dropped, each map scaled to its peak (so any positive factor per
+    image, such as the sigmoid's slope, drops out), and, for a model that cuts `edge`
+    pixels off each side of its `size` input, put back into the whole frame."""
+    out = []
+    for cam in np.asarray(raw, dtype=np.float32):
+        cam = np.maximum(cam, 0.0)
+        top = float(cam.max())
+        cam = cam / top if top > 0 else cam
+        if edge:  # the map covers only the middle the model kept: put it back there
+            cam = _into_frame(cam, size, edge)
+        out.append(cam)
+    return np.stack(out) if out else np.zeros((0, size, size), np.float32)
+
+
+def map_frame(model) -> tuple[int, int]:
+    """(input size, border crop) that `finish_maps` needs for this model's maps."""
+    return int(model.input_shape[1]), _border_crop(model)
+
+
+# Layers that may lie between the pooled features and the final unit while the score
+# stays linear in them at inference (dropout is inactive then).
+_LINEAR_HEAD = ("InputLayer", "Concatenate", "Normalization", "Dropout")
+
+
+def head_weights(model) -> list[tuple[np.ndarray, np.ndarray | None]] | None:
+    """For each pooled map of `_target_layers`, the weights of its mean (and of its
+    spread) in the final unit's logit, when the head is linear in the pooled features;
+    None for any other head (then only the gradient path explains it)."""
+    import keras
+    import tensorflow as tf
+
+    try:
+        out = model.get_layer("covid")
+    except ValueError:
+        return None
+    activation = getattr(out.activation, "__name__", "")
+    if not isinstance(out, keras.layers.Dense) or out.units != 1:
+        return None
+    if activation not in ("sigmoid", "linear") or model.outputs[0] is not out.output:
+        return None
+    targets = _target_layers(model)
+    pooled = [avg.output for avg, _s in targets] + [s.output for _a, s in targets if s is not None]
+    try:
+        head = keras.Model(pooled, out.input)
+    except ValueError:  # the unit reads something besides the pooled features
+        return None
+    if any(type(layer).__name__ not in _LINEAR_HEAD for layer in head.layers):
+        return None
+    kernel = tf.constant(np.asarray(out.kernel, np.float32)[:, :1])
+    zeros = [tf.zeros((1, int(t.shape[-1])), tf.float32) for t in pooled]
+    with tf.GradientTape() as tape:
+        tape.watch(zeros)
+        logit = tf.matmul(tf.cast(head(zeros, training=False), tf.float32), kernel)
+    grads = [np.asarray(g, np.float32)[0] for g in tape.gradient(logit, zeros)]
+    means, spreads = grads[: len(targets)], iter(grads[len(targets) :])
+    return [
+        (g, None if s is None else next(spreads)) for g, (_a, s) in zip(means, targets, strict=True)
+    ]
+
+
+def maps_output(model):
+    """The model's heat maps before `finish_maps`, (N, h, w) on its finest pooled grid,
+    as a symbolic output computed forward from the same feature maps the score pools
+    (`position_shares` with the head's weights for gradients), or None when the head is
+    not linear in the pooled features."""
+    from keras import ops
+
+    weights = head_weights(model)
+    if weights is None:
+        return None
+    targets = _target_layers(model)
+    fmaps = [ops.cast(avg.input, "float32") for avg, _s in targets]
+    h, w = max(tuple(int(d) for d in f.shape[1:3]) for f in fmaps)
+    total = None
+    for fmap, (_avg, std), (w_mean, w_spread) in zip(fmaps, targets, weights, strict=True):
+        fh, fw = int(fmap.shape[1]), int(fmap.shape[2])
+        shares = ops.matmul(fmap, ops.convert_to_tensor(w_mean[:, None] / (fh * fw)))
+        if std is not None:
+            spread = ops.cast(std.output, "float32")[:, None, None, :]
+            dev2 = ops.square(fmap - ops.mean(fmap, axis=(1, 2), keepdims=True))
+            scaled = dev2 * ops.convert_to_tensor(w_spread / (fh * fw)) / spread
+            shares = shares + ops.sum(scaled, axis=-1, keepdims=True)
+        shares = ops.squeeze(shares, axis=-1)
+        if (fh, fw) != (h, w):  # rows, then columns: (h, fh) @ (N, fh, fw) @ (fw, w)
+            rows, cols = _upsampling(fh, h), _upsampling(fw, w).T
+            shares = ops.matmul(ops.matmul(ops.convert_to_tensor(rows), shares),
+                                ops.convert_to_tensor(cols))  # fmt: skip
+        shares = shares * (fh * fw / (h * w))
+        total = shares if total is None else total + shares
+    return total
+
+
+def _upsampling(size: int, out: int) -> np.ndarray:
+    """(out, size) matrix of the bilinear resize with half-pixel centres (PIL's and
+    TensorFlow's when enlarging): a matrix product, which every runtime runs alike, where
+    tf2onnx's Resize from scales rounded a 9 -> 22 grid to 21."""
+    from models.pixel_views import _bilinear_axis
+
+    lower, upper, frac = _bilinear_axis(size, out)
+    matrix = np.zeros((out, size), np.float32)
+    np.add.at(matrix, (np.arange(out), lower), 1.0 - frac)
+    np.add.at(matrix, (np.arange(out), upper), frac)
+    return matrix
 
 
 def position_shares(

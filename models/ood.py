@@ -152,18 +152,27 @@ def judge(model: OODModel | None, images: np.ndarray, features: np.ndarray) -> l
     return out
 
 
-def with_features(model):
+def with_features(model, maps: bool = False):
     """The same Keras model with a second output: its pooled backbone features as they
     are, before the probe's standardisation (the input of the "standardize" layer, or of
     the "covid" layer in fine-tuned models). Measured on the dev data (bench/ood.py),
     cosine neighbours on these raw activations flag every other-modality image, photo,
     text page and noise frame; on the standardised ones, where each of the 1,984
-    dimensions weighs the same, CT's model flagged only a third of the text pages."""
+    dimensions weighs the same, CT's model flagged only a third of the text pages.
+
+    With `maps`, a third output when the model's head allows it: the heat maps of
+    models.gradcam.maps_output, computed forward from the same call."""
     import keras
 
     names = {layer.name for layer in model.layers}
     tap = model.get_layer("standardize" if "standardize" in names else "covid").input
-    return keras.Model(model.inputs, [model.outputs[0], tap])
+    outputs = [model.outputs[0], tap]
+    if maps:
+        from models.gradcam import maps_output
+
+        heat = maps_output(model)
+        outputs += [] if heat is None else [heat]
+    return keras.Model(model.inputs, outputs)
 
 
 def flag_rates(model: OODModel, sets: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, dict]:

@@ -14,7 +14,9 @@ their kernels; see models.batching for what it buys on a CPU), each preparing it
 pixels first.
 
 `model` is the whole Keras model as trained (preparation in the graph): what heat maps
-differentiate. The ONNX predictor loads it only when something asks for it.
+differentiate. The ONNX predictor loads it only when something asks for it. A network
+whose head is linear in its pooled features also returns the heat maps
+(models.gradcam.maps_output) from the same call: `predict_judge_and_map`.
 """
 
 from __future__ import annotations
@@ -37,9 +39,11 @@ def _folder(model_path: Path | str) -> Path:
 
 class _Batched:
     """Chunking, calls in flight, calibration and the out-of-distribution verdicts;
-    a runtime supplies `_run(views) -> (probs, features)` for one call."""
+    a runtime supplies `_run(views) -> (probs, features, maps or None)` for one call."""
 
     runtime = "?"
+    # (input size, border crop) for models.gradcam.finish_maps; None: no maps to finish.
+    map_frame: tuple[int, int] | None = None
 
     def _setup(self, folder: Path | None, views: tuple[View, ...], input_size: int,
                batch_size: int, temperature: float, streams: int) -> None:  # fmt: skip
@@ -56,21 +60,32 @@ class _Batched:
 
     def raw_outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, S, S, 1) float32 in 0..255 -> uncalibrated P(covid) (N,), features (N, D)."""
+        return self.raw_outputs_with_maps(images)[:2]
+
+    def raw_outputs_with_maps(self, images: np.ndarray):
+        """Uncalibrated P(covid) (N,), features (N, D) and the heat maps before
+        models.gradcam.finish_maps (N, h, w), or None when the network has none."""
         n = len(images)
         if n == 0:
-            return np.zeros(0, dtype=np.float64), np.zeros((0, 0), dtype=np.float32)
+            return np.zeros(0, dtype=np.float64), np.zeros((0, 0), dtype=np.float32), None
         chunks = [images[start : start + self.batch_size] for start in range(0, n, self.batch_size)]
         if self._pool is not None and len(chunks) > 1:
             outputs = list(self._pool.map(self._call, chunks))  # keeps the order
         else:
             outputs = [self._call(chunk) for chunk in chunks]
-        return np.concatenate([p for p, _f in outputs]), np.concatenate([f for _p, f in outputs])
+        maps = [m for _p, _f, m in outputs]
+        return (
+            np.concatenate([p for p, _f, _m in outputs]),
+            np.concatenate([f for _p, f, _m in outputs]),
+            None if any(m is None for m in maps) else np.concatenate(maps),
+        )
 
-    def _call(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        p, f = self._run(prepare(chunk, self.views))
-        return np.asarray(p).reshape(-1), np.asarray(f, dtype=np.float32)
+    def _call(self, chunk: np.ndarray):
+        p, f, m = self._run(prepare(chunk, self.views))
+        m = None if m is None else np.asarray(m, dtype=np.float32)
+        return np.asarray(p).reshape(-1), np.asarray(f, dtype=np.float32), m
 
-    def _run(self, views: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def _run(self, views: list[np.ndarray]):
         raise NotImplementedError
 
     def predict_with_features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -86,6 +101,19 @@ class _Batched:
         """Probabilities and each image's out-of-distribution verdict."""
         probs, feats = self.predict_with_features(images)
         return probs, judge(self.ood, images, feats)
+
+    def predict_judge_and_map(self, images: np.ndarray):
+        """Probabilities, verdicts and each image's heat map in 0..1 (as
+        models.gradcam.batch_explainer makes it), all from the one call; maps None when
+        the network has no maps output (a head not linear in its pooled features, or
+        an export made before maps were part of it)."""
+        from models.gradcam import finish_maps
+
+        probs, feats, raw = self.raw_outputs_with_maps(images)
+        probs = apply_temperature(probs, self.temperature)
+        frame = self.map_frame
+        maps = None if raw is None or frame is None else finish_maps(raw, *frame)
+        return probs, judge(self.ood, images, feats), maps
 
 
 class Predictor(_Batched):
@@ -118,15 +146,20 @@ class Predictor(_Batched):
         self._network = tf.function(
             lambda *v: network(list(v), training=False), input_signature=specs
         )
+        if len(network.outputs) > 2:
+            from models.gradcam import map_frame
 
-    def _run(self, views: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+            self.map_frame = map_frame(self.model)
+
+    def _run(self, views: list[np.ndarray]):
         keep = len(views[0])
         if keep < self.batch_size:
             views = [np.concatenate([v, np.zeros((self.batch_size - keep, *v.shape[1:]), v.dtype)])
                      for v in views]  # fmt: skip
-        p, f = self._network(*views)
+        p, f, *maps = self._network(*views)
         # Features come as float16 under mixed precision.
-        return np.asarray(p)[:keep], np.asarray(f, dtype=np.float32)[:keep]
+        m = np.asarray(maps[0], dtype=np.float32)[:keep] if maps else None
+        return np.asarray(p)[:keep], np.asarray(f, dtype=np.float32)[:keep], m
 
 
 def onnx_session_options(threads: int, spinning: bool = False):
@@ -192,10 +225,14 @@ class OnnxPredictor(_Batched):
         self._setup(folder, views_of(record), int(record["input_size"]), batch_size, temperature,
                     streams)  # fmt: skip
         self.threads = threads
+        # Exports made before the maps output have two outputs (and no map_frame).
+        frame = record.get("map_frame")
+        if len(self.session.get_outputs()) > 2 and frame:
+            self.map_frame = (int(frame[0]), int(frame[1]))
 
-    def _run(self, views: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        p, f = self.session.run(None, dict(zip(self._inputs, views, strict=True)))
-        return p, f
+    def _run(self, views: list[np.ndarray]):
+        p, f, *maps = self.session.run(None, dict(zip(self._inputs, views, strict=True)))
+        return p, f, maps[0] if maps else None
 
     @property
     def model(self):

@@ -98,11 +98,19 @@ class ExportOnFirstBatch:
 
     def predict_with_features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out = self.active.predict_with_features(images)
+        self._export_once(images)
+        return out
+
+    def predict_judge_and_map(self, images: np.ndarray):
+        out = self.active.predict_judge_and_map(images)
+        self._export_once(images)
+        return out
+
+    def _export_once(self, images: np.ndarray) -> None:
         with self._lock:
             if not self._tried and len(images):
                 self._tried = True
                 self._export(images)
-        return out
 
     def _export(self, images: np.ndarray) -> None:
         from models.export_onnx import export_version

@@ -34,8 +34,9 @@ def _step(layer) -> Step | None:
 
 def split_model(model) -> tuple[tuple[View, ...], object]:
     """(views, network): the steps from the image to each input of the network, and the
-    network itself, a Keras model from those inputs to [P(covid), pooled features].
-    A model without preparation layers has one view, the image itself."""
+    network itself, a Keras model from those inputs to [P(covid), pooled features] and,
+    when the head allows, the heat maps (models.gradcam.maps_output). A model without
+    preparation layers has one view, the image itself."""
     import keras
 
     from models.ood import with_features
@@ -66,6 +67,6 @@ def split_model(model) -> tuple[tuple[View, ...], object]:
         raise ValueError("the model's image input feeds no layer")
     tensors = [t for t, _v in boundary.values()]
     views = tuple(v for _t, v in boundary.values())
-    full = with_features(model)
+    full = with_features(model, maps=True)
     network = keras.Model(tensors, full.outputs, name=f"{model.name}_network")
     return views, network

@@ -160,13 +160,21 @@ def score(
     t1 = time.perf_counter()
     good = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
     images = np.stack([decoded[i] for i in good]) if good else None
-    probs, verdicts = ctx.predictor.predict_and_judge(images) if good else ([], [])
+    # The lung share reads the heat maps the same model call returns, when it can.
+    with_maps = getattr(ctx.predictor, "predict_judge_and_map", None) if ctx.lung_share else None
+    maps = None
+    if not good:
+        probs, verdicts = [], []
+    elif with_maps is not None:
+        probs, verdicts, maps = with_maps(images)
+    else:
+        probs, verdicts = ctx.predictor.predict_and_judge(images)
     t_lung = time.perf_counter()
     shares = [None] * len(good)
     if ctx.lung_share and good:
         from models.lung.share import shares_for_scoring
 
-        shares = shares_for_scoring(ctx.predictor, images)
+        shares = shares_for_scoring(ctx.predictor, images, maps)
     t2 = time.perf_counter()
     per_image_ms = (t2 - t0) * 1000 / max(len(refs), 1)
     scored = dict(zip(good, zip(probs, verdicts, shares, strict=True), strict=True))

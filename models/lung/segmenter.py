@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from models.lung.export import WEIGHTS
+
 THRESHOLD = 0.5
-WEIGHTS = "lung.keras"
 
 
 def default_dir() -> Path:
@@ -37,7 +38,15 @@ def two_lungs(mask: np.ndarray) -> np.ndarray:
 
 
 class LungSegmenter:
-    def __init__(self, folder: Path | str | None = None, batch_size: int = 32):
+    """The shipped U-Net, run as the classifier of the same worker is: by TensorFlow, or
+    on a CPU by ONNX Runtime (`runtime="onnx"`) from `lung.onnx` beside `lung.keras`
+    (shipped, or made and checked on the first batch). The grey-level preparation
+    (resize to the net's size, equalisation) is NumPy (models.pixel_views) for both, so
+    they only differ by the network's float rounding."""
+
+    def __init__(
+        self, folder: Path | str | None = None, batch_size: int = 32, runtime: str = "tensorflow"
+    ):
         import keras
 
         import models.layers  # noqa: F401 - registers HistogramEqualization
@@ -46,32 +55,71 @@ class LungSegmenter:
         self.model = keras.models.load_model(self.folder / WEIGHTS, compile=False)
         self.size = int(self.model.input_shape[1])
         self.batch_size = batch_size
+        # The network after the in-model equalisation: what both runtimes run.
+        # (named, so that its export names the same nodes in every process)
+        self.network = keras.Model(
+            self.model.get_layer("equalize").output, self.model.output, name="lung_network"
+        )
+        self.runtime = "tensorflow"
         self._call = None
+        self._session = None
+        self._want_onnx = runtime == "onnx"
+        if self._want_onnx:
+            from models.lung.export import current_export
 
-    def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """(N, size, size) lung probabilities at the segmenter's own size."""
+            self._use_onnx(current_export(self.folder))
+
+    def _use_onnx(self, path: Path | None) -> None:
+        if path is None:
+            return
+        from models.lung.export import open_session
+
+        self._session, self.runtime, self._want_onnx = open_session(path), "onnx", False
+
+    def prepared(self, images: np.ndarray) -> np.ndarray:
+        """(N, S, S, 1) 0..255 -> the network's input: resized to its size, equalised."""
+        from models.pixel_views import equalize, resize
+
+        return equalize(resize(np.asarray(images, np.float32), self.size, self.size, False))
+
+    def _network_tf(self, x: np.ndarray) -> np.ndarray:
         import tensorflow as tf
 
         if self._call is None:
             spec = tf.TensorSpec((None, self.size, self.size, 1), tf.float32)
-            self._call = tf.function(lambda x: self.model(x, training=False),
+            self._call = tf.function(lambda v: self.network(v, training=False),
                                      input_signature=[spec])  # fmt: skip
-        x = tf.image.resize(np.asarray(images, np.float32), (self.size, self.size))
+        return self._call(x).numpy()
+
+    def _network(self, x: np.ndarray) -> np.ndarray:
+        if self._session is not None:
+            return self._session.run(None, {self._session.get_inputs()[0].name: x})[0]
+        out = self._network_tf(x)
+        if self._want_onnx:  # no export yet: made now, checked on this batch
+            from models.lung.export import export_checked
+
+            self._want_onnx = False
+            self._use_onnx(export_checked(self.folder, self.network, x, out))
+        return out
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """(N, size, size) lung probabilities at the segmenter's own size."""
+        x = self.prepared(images)
         out = [
-            self._call(x[i : i + self.batch_size]).numpy()
+            self._network(np.ascontiguousarray(x[i : i + self.batch_size]))
             for i in range(0, len(x), self.batch_size)
         ]
         return np.concatenate(out)[..., 0] if out else np.zeros((0, self.size, self.size))
 
     def masks(self, images: np.ndarray) -> np.ndarray:
         """(N, S, S) boolean lung masks at the images' own size S."""
-        import tensorflow as tf
+        from models.pixel_views import resize
 
         s = int(images.shape[1])
         probs = self.probabilities(images)
         kept = np.stack([two_lungs(p >= THRESHOLD) for p in probs]) if len(probs) else probs
         probs = np.where(kept, probs, 0.0)[..., None].astype(np.float32)
-        return tf.image.resize(probs, (s, s)).numpy()[..., 0] >= THRESHOLD
+        return resize(probs, s, s, False)[..., 0] >= THRESHOLD
 
     def card(self) -> dict:
         return json.loads((self.folder / "card.json").read_text())
@@ -80,13 +128,15 @@ class LungSegmenter:
 _cache: dict[str, LungSegmenter] = {}
 
 
-def shipped(folder: Path | str | None = None) -> LungSegmenter | None:
-    """The segmenter of `folder` (default: the shipped one), loaded once per process;
-    None when no segmenter file is there."""
+def shipped(folder: Path | str | None = None, runtime: str = "tensorflow") -> LungSegmenter | None:
+    """The segmenter of `folder` (default: the shipped one) on `runtime` ("tensorflow"
+    or "onnx", as the classifier it serves), loaded once per process; None when no
+    segmenter file is there."""
     path = Path(folder) if folder else default_dir()
     if not (path / WEIGHTS).exists():
         return None
-    key = str(path.resolve())
+    runtime = "onnx" if runtime == "onnx" else "tensorflow"
+    key = f"{path.resolve()}:{runtime}"
     if key not in _cache:
-        _cache[key] = LungSegmenter(path)
+        _cache[key] = LungSegmenter(path, runtime=runtime)
     return _cache[key]

@@ -1,10 +1,12 @@
 """`lung_heat_share`: how much of a scored X-ray's heat map lies inside its lungs.
 
-For every scored X-ray the worker makes the heat map of models.gradcam (one forward pass
-with the head's gradients, batched) and the shipped segmenter's lung mask, and stores the
-share of the map's mass inside the mask (0..1). A share under one half means most of
-what raised or lowered the score lay outside the lungs: text, borders, the shoulders.
-It costs a second pass through the classifier per image (figures in models/default/lung).
+For every scored X-ray the worker takes the heat map of models.gradcam and the shipped
+segmenter's lung mask, and stores the share of the map's mass inside the mask (0..1). A
+share under one half means most of what raised or lowered the score lay outside the
+lungs: text, borders, the shoulders. The map comes with the scores from the scoring call
+itself (models.gradcam.maps_output, through TensorFlow or the ONNX export); only a model
+whose network has no maps output (a head not linear in its pooled features, an export
+made before maps existed) needs the second, gradient pass of `batch_explainer`.
 """
 
 from __future__ import annotations
@@ -59,15 +61,23 @@ def lung_heat_shares(
     return heat_shares(maps, segmenter.masks(images))
 
 
-def shares_for_scoring(predictor, images: np.ndarray) -> list[float | None]:
-    """What worker.scoring stores as `lung_heat_share` for a batch of X-rays: a failure
-    here (a model whose heat map cannot be made, no segmenter) leaves the shares empty
-    and never costs the batch its scores."""
-    model = getattr(predictor, "model", None)
-    if model is None:
-        return [None] * len(images)
+def shares_for_scoring(
+    predictor, images: np.ndarray, maps: np.ndarray | None = None
+) -> list[float | None]:
+    """What worker.scoring stores as `lung_heat_share` for a batch of X-rays, from the
+    heat `maps` the scoring call returned (`predict_judge_and_map`), else by the
+    gradient pass: a failure here (a model whose heat map cannot be made, no segmenter)
+    leaves the shares empty and never costs the batch its scores."""
     try:
-        return lung_heat_shares(model, images)
+        segmenter = shipped(runtime=getattr(predictor, "runtime", "tensorflow"))
+        if maps is not None:
+            if segmenter is None:
+                return [None] * len(images)
+            return heat_shares(maps, segmenter.masks(images))
+        model = getattr(predictor, "model", None)
+        if model is None:
+            return [None] * len(images)
+        return lung_heat_shares(model, images, segmenter)
     except Exception:  # the score matters more than its explanation
         log.exception("lung_heat_share failed for a batch of %d images", len(images))
         return [None] * len(images)

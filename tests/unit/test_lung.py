@@ -43,6 +43,31 @@ def test_the_segmenter_finds_the_lungs_of_held_out_patients(segmenter, shared_da
         1, 256, 256)  # fmt: skip
 
 
+def test_the_onnx_segmenter_finds_the_same_lungs(segmenter, shared_data, tmp_path):
+    """The shipped export (models/default/lung/lung.onnx), and one made again on the first
+    batch where it is missing, segment as TensorFlow does on real X-rays."""
+    import shutil
+
+    from models.lung.export import ONNX_FILE, RECORD_FILE, current_export
+    from models.lung.segmenter import LungSegmenter
+
+    paths = sorted((shared_data / "xray" / "dev").rglob("*.png"))[::61][:10]
+    x = np.stack([load_for_model(p, 256) for p in paths])
+    expected = segmenter.masks(x)
+    assert current_export(segmenter.folder) is not None, "shipped lung.onnx stale or missing"
+    fast = LungSegmenter(segmenter.folder, runtime="onnx")
+    assert fast.runtime == "onnx"
+    assert np.mean(fast.masks(x) == expected) > 0.999
+    folder = tmp_path / "lung"
+    shutil.copytree(segmenter.folder, folder, ignore=shutil.ignore_patterns(ONNX_FILE, ".*"))
+    (folder / RECORD_FILE).unlink(missing_ok=True)
+    fresh = LungSegmenter(folder, runtime="onnx")
+    assert fresh.runtime == "tensorflow"  # until its first batch checks the new export
+    assert np.mean(fresh.masks(x) == expected) > 0.999
+    assert fresh.runtime == "onnx" and current_export(folder) is not None
+    assert np.mean(fresh.masks(x) == expected) > 0.999
+
+
 def test_the_heat_share_is_the_maps_mass_inside_the_mask():
     mask = np.zeros((8, 8), bool)
     mask[:, :4] = True

@@ -226,6 +226,80 @@ def test_the_verdict_is_stored_once_every_job_of_the_study_has_ended(app, client
     assert client.get("/api/v1/studies?unreviewed=1").json["total"] == 1
 
 
+def _score(app, job_id: str, probabilities: list[float]) -> None:
+    """Results for a job's scans in position order, as the worker would store them."""
+    from db.jobs import refresh_job, store_results
+    from db.models import Scan
+    from db.session import session_scope
+
+    with session_scope(_settings(app).database_url) as session:
+        scans = session.scalars(select(Scan).where(Scan.job_id == job_id).order_by(Scan.position))
+        rows = [
+            {"scan_id": s.id, "job_id": job_id, "probability": p, "out_of_distribution": False,
+             "label": "covid" if p >= 0.5 else "non_covid"}
+            for s, p in zip(scans, probabilities, strict=True)
+        ]  # fmt: skip
+        store_results(session, rows)
+        refresh_job(session, job_id)
+
+
+@BOTH_DATABASES
+def test_an_instance_sent_again_with_other_content_replaces_the_old_in_the_verdict(
+    app, client, tmp_path, monkeypatch
+):
+    """Same SOP Instance UID, new bytes: a follow-up job screens the new content, and the
+    study verdict counts it instead of the old, whose result stays on its own job."""
+    from db.deliveries import record_sent
+    from db.models import DicomDelivery, DicomPeer, Result, Scan, Study
+    from db.session import session_scope
+    from pacs import delivery_tasks
+
+    url = _settings(app).database_url
+    with session_scope(url) as session:
+        session.add(DicomPeer(ae_title="ARCHIVE", host="127.0.0.1", port=1, owner="tester"))
+    queued: list = []
+    monkeypatch.setattr(delivery_tasks, "queue_send", lambda d, g: queued.append(d))
+
+    def deliver() -> list[str]:  # the jobs whose results would be sent (again) now
+        queued.clear()
+        delivery_tasks.deliver_study(study_id)
+        with session_scope(url) as session:
+            rows = [session.get(DicomDelivery, d) for d in queued]
+            for row in rows:
+                record_sent(row, ["1.2.3"])
+            return [row.job_id for row in rows]
+
+    ct = ct_series(_pngs(tmp_path, 4)[:2])
+    assert _stow(client, ct.files(), path="/dicomweb/studies?results_to=ARCHIVE").status_code == 200
+    study_id = client.get("/api/v1/studies").json["items"][0]["id"]
+    _age_studies(app)
+    (first,) = _sweep(app, [])["jobs"]
+    _score(app, first, [0.95, 0.05])
+    assert _sweep(app, [])["verdicts"] and deliver() == [first]
+    ct.instances[0].PixelData = ct_series(_pngs(tmp_path, 4)[2:3]).instances[0].PixelData
+    assert _stow(client, ct.files()[:1]).status_code == 200  # changed: replaces
+    assert _stow(client, ct.files()[1:]).status_code == 200  # unchanged: a duplicate
+    _age_studies(app)
+    (follow_up,) = _sweep(app, [])["jobs"]
+    _score(app, follow_up, [0.01])
+    assert _sweep(app, [])["verdicts"]
+    assert deliver() == [follow_up, first]  # the first job's SR again, with the new verdict
+    with session_scope(url) as session:
+        verdict = session.scalars(select(Study)).one().verdict
+        assert verdict["images"] == 2 and verdict["jobs"] == sorted([first, follow_up])
+        old = session.scalars(
+            select(Result.probability).join(Scan).where(Scan.job_id == first)
+        ).all()
+        assert sorted(old) == [0.05, 0.95]  # kept on the first job for the record
+    ct.instances[1].PixelData = ct_series(_pngs(tmp_path, 4)[3:]).instances[0].PixelData
+    assert _stow(client, ct.files()[1:]).status_code == 200  # the first job's last instance
+    _age_studies(app)
+    (last,) = _sweep(app, [])["jobs"]
+    _score(app, last, [0.02])
+    assert _sweep(app, [])["verdicts"]
+    assert deliver() == [last, follow_up]  # the first job shows nothing now: not resent
+
+
 def test_another_user_sees_neither_the_study_nor_its_patient_fields(app, client, tmp_path):
     from db.accounts import create_token, ensure_user
     from db.session import session_scope

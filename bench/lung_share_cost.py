@@ -1,10 +1,12 @@
-"""What `lung_heat_share` costs the worker per scored X-ray: the batched heat map
-(models.gradcam.batch_explainer) and the lung segmenter, against the scoring call
-itself (models.predictor), on the shipped X-ray model and real dev images; and what the
-shares are on those images (median, and how many fall under the warning's one half),
-per source.
+"""What `lung_heat_share` costs the worker per scored X-ray, per runtime (TensorFlow and
+ONNX Runtime), on the shipped X-ray model and real dev images: scoring alone (the
+scoring call, whose network now also returns the heat maps), scoring with the share as
+the worker makes it (maps from that same call + the lung segmenter on the same runtime),
+and, for reference, the share by the gradient path (models.gradcam.batch_explainer: a
+second, forward and backward, Keras pass) that it replaces. Also what the shares are on
+those images (median, and how many fall under the warning's one half), per source.
 
-    python -m bench.lung_share_cost --n 64
+    python -m bench.lung_share_cost --n 128
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ import numpy as np
 from bench import DEFAULT_DATA
 from models.dataset import load_examples
 from models.lung.segmenter import shipped
-from models.lung.share import WARN_BELOW, lung_heat_shares
-from models.predictor import Predictor
+from models.lung.share import WARN_BELOW, lung_heat_shares, shares_for_scoring
 from models.preprocess import load_for_model
+from models.runtimes import load_predictor
 from scanq.settings import get_settings
 
 
@@ -32,35 +34,52 @@ def _best_of(fn, repeats: int) -> float:
     return min(times)
 
 
+def _with_share(predictor, batch: np.ndarray) -> list:
+    """What worker.scoring does for an X-ray batch with the lung share on."""
+    _probs, _verdicts, maps = predictor.predict_judge_and_map(batch)
+    return shares_for_scoring(predictor, batch, maps)
+
+
+def _measure(runtime: str, folder, examples: list, args) -> np.ndarray:
+    """Print the costs on one runtime; the shares it stored."""
+    predictor = load_predictor(folder, runtime, args.batch, 1.0, streams=1)
+    size = predictor.input_size
+    x = np.stack([load_for_model(e.path, size) for e in examples])
+    batches = [x[i : i + args.batch] for i in range(0, len(x), args.batch)]
+    segmenter = shipped(runtime=predictor.runtime)
+    predictor.predict_and_judge(batches[0])  # warm up every graph / session once
+    _with_share(predictor, batches[0])
+    per = lambda s: 1000 * s / len(x)  # noqa: E731
+    score = _best_of(lambda: [predictor.predict_and_judge(b) for b in batches], args.repeats)
+    both = _best_of(lambda: [_with_share(predictor, b) for b in batches], args.repeats)
+    seg = _best_of(lambda: [segmenter.masks(b) for b in batches], args.repeats)
+    print(f"{predictor.runtime}: {len(x)} X-rays at {size} px, batches of {args.batch}: "
+          f"scoring {per(score):.1f} ms/image; scoring + lung_heat_share {per(both):.1f} "
+          f"ms/image (segmenter {per(seg):.1f}, on {segmenter.runtime}): "
+          f"{both / score:.2f}x scoring alone")  # fmt: skip
+    if predictor.runtime == "tensorflow":
+        model = predictor.model
+        lung_heat_shares(model, batches[0], segmenter)
+        grad = _best_of(lambda: [lung_heat_shares(model, b, segmenter) for b in batches],
+                        args.repeats)  # fmt: skip
+        print(f"  the share by the gradient path (a second Keras pass) cost "
+              f"{(score + grad) / score:.2f}x scoring alone")  # fmt: skip
+    return np.array([v for b in batches for v in _with_share(predictor, b)], dtype=float)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--runtimes", default="tensorflow,onnx")
     args = ap.parse_args()
     folder = get_settings().model_dir / "xray"
-    predictor = Predictor(folder, batch_size=args.batch)
-    size = predictor.input_size
     every = load_examples(args.data, "xray")
     examples = [every[i] for i in np.random.default_rng(0).permutation(len(every))[: args.n]]
-    x = np.stack([load_for_model(e.path, size) for e in examples])
-    segmenter = shipped()
-    batches = [x[i : i + args.batch] for i in range(0, len(x), args.batch)]
-    # warm up every graph once
-    predictor.predict_and_judge(batches[0])
-    lung_heat_shares(predictor.model, batches[0], segmenter)
-    score = _best_of(lambda: [predictor.predict_and_judge(b) for b in batches], args.repeats)
-    share = _best_of(lambda: [lung_heat_shares(predictor.model, b, segmenter) for b in batches],
-                     args.repeats)  # fmt: skip
-    seg = _best_of(lambda: [segmenter.masks(b) for b in batches], args.repeats)
-    per = lambda s: 1000 * s / len(x)  # noqa: E731
-    print(f"{len(x)} X-rays at {size} px, batches of {args.batch}: scoring {per(score):.1f} "
-          f"ms/image; lung_heat_share {per(share):.1f} ms/image (of which the segmenter "
-          f"{per(seg):.1f}); scoring with the share costs {(score + share) / score:.2f}x "
-          "scoring alone")  # fmt: skip
-    shares = np.array([v for b in batches for v in lung_heat_shares(predictor.model, b, segmenter)],
-                      dtype=float)  # fmt: skip
+    for runtime in args.runtimes.split(","):
+        shares = _measure(runtime, folder, examples, args)
     for source in sorted({e.source for e in examples}):
         sel = np.array([e.source == source for e in examples])
         print(f"{source}: {sel.sum()} X-rays, lung_heat_share median "

@@ -82,13 +82,13 @@ def convert(network, path: Path) -> tuple[list[str], list[str]]:
     return inputs, outputs
 
 
-def _tensorflow_outputs(model, images: np.ndarray) -> tuple:
+def _tensorflow_outputs(model, images: np.ndarray, maps: bool = True) -> tuple:
     """P(covid), features and (when the head allows) the heat maps before
     models.gradcam.finish_maps of the saved Keras model as trained (preparation in the
     graph): the reference the export must reproduce."""
     from models.ood import with_features
 
-    net = with_features(model, maps=True)
+    net = with_features(model, maps=maps)
     chunks = [images[i : i + CHECK_BATCH] for i in range(0, len(images), CHECK_BATCH)]
     outs = [net([chunk], training=False) for chunk in chunks]
     probs = np.concatenate([np.asarray(o[0]).reshape(-1) for o in outs])
@@ -199,7 +199,9 @@ def _export(folder: Path, images: np.ndarray, checked_on: str, temperature: floa
     tmp = folder / f".{ONNX_FILE}.{os.getpid()}.tmp"
     try:
         model = keras.models.load_model(folder / "model.keras", compile=False)
-        views, network = split_model(model)
+        from models.lung.modalities import maps_wanted
+
+        views, network = split_model(model, maps=maps_wanted(folder))
         record["input_size"] = int(model.input_shape[1])
         record["views"] = [[[s.kind, list(s.args)] for s in v] for v in views]
         record["views_readable"] = describe(views)
@@ -213,7 +215,8 @@ def _export(folder: Path, images: np.ndarray, checked_on: str, temperature: floa
         from models.predictor import OnnxPredictor
 
         candidate = OnnxPredictor.from_files(tmp, record, model=model, batch_size=CHECK_BATCH)
-        figures, reason = compare(folder, float(temperature), _tensorflow_outputs(model, images),
+        reference = _tensorflow_outputs(model, images, maps=frame is not None)
+        figures, reason = compare(folder, float(temperature), reference,
                                   candidate.raw_outputs_with_maps(images), frame)  # fmt: skip
         record["check"] |= figures
     except Exception as exc:  # a layer tf2onnx cannot convert, a runtime error...

@@ -139,7 +139,9 @@ class Predictor(_Batched):
         if path.is_dir():
             path = path / "model.keras"
         self.model = keras.models.load_model(path, compile=False)
-        views, network = split_model(self.model)
+        from models.lung.modalities import maps_wanted
+
+        views, network = split_model(self.model, maps=maps_wanted(folder))
         self._setup(folder, views, int(self.model.input_shape[1]), batch_size, temperature,
                     streams)  # fmt: skip
         specs = [tf.TensorSpec((batch_size, *t.shape[1:]), tf.float32) for t in network.inputs]

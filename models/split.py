@@ -32,10 +32,11 @@ def _step(layer) -> Step | None:
     return None
 
 
-def split_model(model) -> tuple[tuple[View, ...], object]:
+def split_model(model, maps: bool = False) -> tuple[tuple[View, ...], object]:
     """(views, network): the steps from the image to each input of the network, and the
     network itself, a Keras model from those inputs to [P(covid), pooled features] and,
-    when the head allows, the heat maps (models.gradcam.maps_output). A model without
+    with `maps` and a head that allows it, the heat maps (models.gradcam.maps_output). A
+    model without
     preparation layers has one view, the image itself."""
     import keras
 
@@ -67,6 +68,6 @@ def split_model(model) -> tuple[tuple[View, ...], object]:
         raise ValueError("the model's image input feeds no layer")
     tensors = [t for t, _v in boundary.values()]
     views = tuple(v for _t, v in boundary.values())
-    full = with_features(model, maps=True)
+    full = with_features(model, maps=maps)
     network = keras.Model(tensors, full.outputs, name=f"{model.name}_network")
     return views, network

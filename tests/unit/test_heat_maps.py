@@ -152,3 +152,15 @@ def test_both_runtimes_return_the_maps_from_the_scoring_call(tmp_path, shared_da
     np.testing.assert_allclose(by_gradients, expected_shares, atol=1e-3)
     np.testing.assert_allclose(shares_for_scoring(onnx_p, images, maps_onnx), expected_shares,
                                atol=1e-3)  # fmt: skip
+
+
+def test_only_versions_with_lung_shares_carry_maps_in_their_scoring_call():
+    """X-ray versions return maps with their scores; CT versions, which get no lung
+    share, are exported and scored without them (their cost is not paid for nothing)."""
+    from models.export_record import read_record
+    from models.lung.modalities import maps_wanted
+
+    assert maps_wanted(SHIPPED / "xray") and not maps_wanted(SHIPPED / "ct")
+    assert read_record(SHIPPED / "xray")["map_frame"] == [256, 0]
+    assert "map_frame" not in read_record(SHIPPED / "ct")
+    assert len(read_record(SHIPPED / "ct")["outputs"]) == 2

@@ -103,6 +103,23 @@ def _base(study: Study, sop_class: str, modality: str, series_uid: str, series_n
     return ds
 
 
+def _hounsfield(path: Path) -> np.ndarray:
+    """A development slice's greys mapped back to Hounsfield units through the lung window."""
+    centre, width = LUNG_WINDOW
+    grey = _grey(path, (CT_SIDE, CT_SIDE)).astype(np.float64)
+    return np.round(grey / 255.0 * width + centre - width / 2)
+
+
+def _screened(path: Path) -> bool:
+    """Whether ScanQ screens this slice written as scanner DICOM. A figure crop in a wide
+    black surround reads as a small body in air, with too little lung to screen, and is
+    set aside by design (tests/unit/test_ct_slice.py); studies meant to be scored use
+    slices that are screened."""
+    from models.ct_slice import prepare
+
+    return prepare(_hounsfield(path)).reason is None
+
+
 def ct_series(paths: list[Path], *, patient_id: str = "CT-TEST-1",
               patient_name: str = "Test^Ct", accession: str = "ACC-CT-1",
               study_date: str | None = None) -> Study:  # fmt: skip
@@ -113,8 +130,7 @@ def ct_series(paths: list[Path], *, patient_id: str = "CT-TEST-1",
     series_uid, frame_of_reference = generate_uid(), generate_uid()
     centre, width = LUNG_WINDOW
     for i, path in enumerate(paths, start=1):
-        grey = _grey(path, (CT_SIDE, CT_SIDE)).astype(np.float64)
-        hu = np.round(grey / 255.0 * width + centre - width / 2)
+        hu = _hounsfield(path)
         stored = np.clip(hu - CT_INTERCEPT, 0, 4095)
         ds = _base(study, CT_IMAGE_STORAGE, "CT", series_uid, 1, i, stored, 12)
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
@@ -164,13 +180,16 @@ def _labels(shared_data: Path, modality: str) -> list[dict]:
 
 
 def sample_ct_study(shared_data: Path, n: int = 4, label: str = "covid", **kw) -> Study:
-    """A CT series of `n` slices of one development patient (the first one with that many)."""
+    """A CT series of `n` screened slices of one development patient (the first with as many)."""
     rows = [r for r in _labels(shared_data, "ct") if r["label"] == label]
     by_patient: dict[str, list[str]] = {}
     for r in rows:
         by_patient.setdefault(r["patient_id"], []).append(r["path"])
-    slices = next(sorted(p) for p in by_patient.values() if len(p) >= n)[:n]
-    return ct_series([shared_data / p for p in slices], **kw)
+    for paths in by_patient.values():
+        screened = [shared_data / p for p in sorted(paths) if _screened(shared_data / p)]
+        if len(screened) >= n:
+            return ct_series(screened[:n], **kw)
+    raise LookupError(f"no {label} CT patient with {n} slices that ScanQ screens")
 
 
 def sample_xray_study(shared_data: Path, views: tuple[str, ...] = ("PA", "AP", "LL"),

@@ -1,15 +1,15 @@
 """result.lung_heat_share: the share of a scored X-ray's heat map inside its segmented
 lungs (#22), so a reader can tell whether the score came from the lungs
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0012
+Revises: 0011
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013"
-down_revision = "0012"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

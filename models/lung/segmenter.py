@@ -47,27 +47,44 @@ class LungSegmenter:
     def __init__(
         self, folder: Path | str | None = None, batch_size: int = 32, runtime: str = "tensorflow"
     ):
-        import keras
-
-        import models.layers  # noqa: F401 - registers HistogramEqualization
-
         self.folder = Path(folder) if folder else default_dir()
-        self.model = keras.models.load_model(self.folder / WEIGHTS, compile=False)
-        self.size = int(self.model.input_shape[1])
         self.batch_size = batch_size
-        # The network after the in-model equalisation: what both runtimes run.
-        # (named, so that its export names the same nodes in every process)
-        self.network = keras.Model(
-            self.model.get_layer("equalize").output, self.model.output, name="lung_network"
-        )
         self.runtime = "tensorflow"
-        self._call = None
-        self._session = None
+        self._model = self._network_model = self._call = self._session = None
         self._want_onnx = runtime == "onnx"
         if self._want_onnx:
             from models.lung.export import current_export
 
             self._use_onnx(current_export(self.folder))
+        # With a checked export, Keras (and TensorFlow) is never loaded in this process.
+        if self._session is not None:
+            self.size = int(self._session.get_inputs()[0].shape[1])
+        else:
+            self.size = int(self.model.input_shape[1])
+
+    @property
+    def model(self):
+        """The Keras U-Net as trained (equalisation in the graph), loaded on first use."""
+        if self._model is None:
+            import keras
+
+            import models.layers  # noqa: F401 - registers HistogramEqualization
+
+            self._model = keras.models.load_model(self.folder / WEIGHTS, compile=False)
+        return self._model
+
+    @property
+    def network(self):
+        """The network after the in-model equalisation: what both runtimes run (named,
+        so that its export names the same nodes in every process)."""
+        if self._network_model is None:
+            import keras
+
+            m = self.model
+            self._network_model = keras.Model(
+                m.get_layer("equalize").output, m.output, name="lung_network"
+            )
+        return self._network_model
 
     def _use_onnx(self, path: Path | None) -> None:
         if path is None:

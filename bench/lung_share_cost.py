@@ -26,12 +26,19 @@ from scanq.settings import get_settings
 
 
 def _best_of(fn, repeats: int) -> float:
-    times = []
+    return _interleaved([fn], repeats)[0]
+
+
+def _interleaved(fns: list, repeats: int) -> list[float]:
+    """Best time of each function over `repeats` rounds that run them one after the
+    other: on a shared machine, a busy spell then slows every contender alike."""
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        for fn, kept in zip(fns, times, strict=True):
+            t0 = time.perf_counter()
+            fn()
+            kept.append(time.perf_counter() - t0)
+    return [min(t) for t in times]
 
 
 def _with_share(predictor, batch: np.ndarray) -> list:
@@ -50,9 +57,12 @@ def _measure(runtime: str, folder, examples: list, args) -> np.ndarray:
     predictor.predict_and_judge(batches[0])  # warm up every graph / session once
     _with_share(predictor, batches[0])
     per = lambda s: 1000 * s / len(x)  # noqa: E731
-    score = _best_of(lambda: [predictor.predict_and_judge(b) for b in batches], args.repeats)
-    both = _best_of(lambda: [_with_share(predictor, b) for b in batches], args.repeats)
-    seg = _best_of(lambda: [segmenter.masks(b) for b in batches], args.repeats)
+    score, both, seg = _interleaved(
+        [lambda: [predictor.predict_and_judge(b) for b in batches],
+         lambda: [_with_share(predictor, b) for b in batches],
+         lambda: [segmenter.masks(b) for b in batches]],
+        args.repeats,
+    )  # fmt: skip
     print(f"{predictor.runtime}: {len(x)} X-rays at {size} px, batches of {args.batch}: "
           f"scoring {per(score):.1f} ms/image; scoring + lung_heat_share {per(both):.1f} "
           f"ms/image (segmenter {per(seg):.1f}, on {segmenter.runtime}): "
@@ -72,7 +82,7 @@ def main() -> None:
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--runtimes", default="tensorflow,onnx")
     args = ap.parse_args()
     folder = get_settings().model_dir / "xray"

@@ -19,6 +19,7 @@ from db.schedules import all_schedules, fail_runs_of_jobs
 from db.session import session_scope
 from db.training_jobs import fail_stalled_training, unsent_training_jobs
 from models.inference import Predictor
+from models.lung.modalities import SHARE_MODALITIES
 from scanq.settings import get_settings
 from worker.batch_work import BatchWork, claim_work, version_of_batch
 from worker.celery_app import RECONCILE, SCORE_BATCH
@@ -110,7 +111,7 @@ def _score_work(url: str, work: BatchWork, predictor: Predictor) -> str:
         rows.append(ResultRow(suspect, work.job_id, work.version.id, error=POISON_ERROR))
         refs = [r for r in refs if r.scan_id != suspect]
     if refs:
-        lung_share = work.version.modality == "xray"  # models.lung.share
+        lung_share = work.version.modality in SHARE_MODALITIES
         ctx = ScoringContext(predictor, work.version.threshold, work.job_id, work.version.id,
                              work.skip_out_of_distribution, lung_share)  # fmt: skip
         if not isolate:

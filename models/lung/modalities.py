@@ -2,7 +2,7 @@
 their scoring call: X-ray versions (the lung segmenter is trained on chest X-rays). Read
 when a version is loaded or exported, so it imports nothing heavy; a CT network without
 the maps output scores about 9% faster on ONNX Runtime (bench/lung_share_cost.py note in
-the README)."""
+docs/models.md)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.models import DicomDelivery, utcnow
+from db.models import DicomDelivery, iso, utcnow
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ def describe(row: DicomDelivery) -> dict:
         "sop_instance_uids": list(row.sop_instance_uids or []),
         "model_version": row.model_version,
         "requested_by": row.requested_by,
-        "created_at": row.created_at.isoformat() if row.created_at else None,
-        "updated_at": row.updated_at.isoformat() if row.updated_at else None,
-        "sent_at": row.sent_at.isoformat() if row.sent_at else None,
+        "created_at": iso(row.created_at),
+        "updated_at": iso(row.updated_at),
+        "sent_at": iso(row.sent_at),
     }

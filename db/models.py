@@ -32,6 +32,16 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def iso(dt: datetime | None) -> str | None:
+    """A stored time as the API writes it: ISO 8601 in UTC with a Z. SQLite drops the
+    zone; every stored time is UTC."""
+    if dt is None:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.isoformat().replace("+00:00", "Z")
+
+
 def new_job_id() -> str:
     return uuid.uuid4().hex
 

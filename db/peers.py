@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.accounts import audit, get_user
-from db.models import DicomPeer, DicomwebSource
+from db.models import DicomPeer, DicomwebSource, iso
 
 
 class PeerError(ValueError):
@@ -92,7 +92,7 @@ def peer_json(peer: DicomPeer) -> dict:
         "host": peer.host,
         "port": peer.port,
         "user": peer.owner,
-        "created_at": peer.created_at.isoformat(),
+        "created_at": iso(peer.created_at),
     }
 
 
@@ -146,5 +146,5 @@ def source_json(source: DicomwebSource) -> dict:
         "url": source.url,
         "username": source.username,
         "password_env": source.password_env,
-        "created_at": source.created_at.isoformat(),
+        "created_at": iso(source.created_at),
     }

@@ -22,7 +22,7 @@ import numpy as np
 from flask import Response, g, jsonify, render_template, request
 from sqlalchemy.orm import Session
 
-from db.models import MODALITIES, ModelVersion, utcnow
+from db.models import MODALITIES, ModelVersion, iso, utcnow
 from db.monitoring import Confirmed, Scope, confirmed, count_scored, scored
 from db.registry import SUPERSEDED, active_version
 from models import drift, metrics
@@ -52,14 +52,10 @@ class Query:
 
     def filters(self) -> dict:
         return {
-            "since": _iso(self.scope.since),
-            "until": _iso(self.scope.until),
+            "since": iso(self.scope.since),
+            "until": iso(self.scope.until),
             "user": self.scope.owner,
         }
-
-
-def _iso(dt: datetime | None) -> str | None:
-    return dt.isoformat().replace("+00:00", "Z") if dt else None
 
 
 def _when(values: Mapping, name: str, end_of_day: bool) -> datetime | None:
@@ -221,7 +217,7 @@ def drift_windows(rows, reference: dict | None, period: str, cfg) -> list[dict]:
         stats = drift.window_stats(by_key[key], reference)
         reasons = drift.drift_reasons(stats, cfg.drift_psi, cfg.drift_ood_share,
                                       cfg.drift_min_images)  # fmt: skip
-        out.append({"window": key, "start": _iso(start), "end": _iso(end), **stats,
+        out.append({"window": key, "start": iso(start), "end": iso(end), **stats,
                     "alert": bool(reasons), "alert_reasons": reasons})  # fmt: skip
     return out
 

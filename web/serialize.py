@@ -5,20 +5,11 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable
-from datetime import datetime, timezone
 
-from db.models import Job, ModelVersion, Result, Scan
+from db.models import Job, ModelVersion, Result, Scan, iso
 from models.lung.share import warning as lung_warning
 from models.report import REPORT_FILES
 from scanq import DISCLAIMER
-
-
-def iso(dt: datetime | None) -> str | None:
-    if dt is None:
-        return None
-    if dt.tzinfo is None:  # SQLite drops the zone; every stored time is UTC
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.isoformat().replace("+00:00", "Z")
 
 
 def job_json(job: Job) -> dict:

@@ -209,7 +209,7 @@ class Target:
                  batch_size: int, raw_seconds: float, modality: str):  # fmt: skip
         from models.batching import call_plan
         from scanq.settings import load_settings
-        from worker.runtime import configure_tensorflow
+        from worker.runtime import scoring_device
 
         self.stack, self.runtime, self.modality, self.images = stack, runtime, modality, images
         self.batch_size, self.raw_seconds = batch_size, raw_seconds
@@ -218,7 +218,7 @@ class Target:
         # one call at a time (the ceiling as the issue defines it), and as many at once as
         # the worker keeps in flight (the model at its best here).
         settings = load_settings()  # SCANQ_MODEL_BATCH_SIZE and _STREAMS, as the worker sees
-        self.plan = call_plan(self.backbone, configure_tensorflow(), batch_size,
+        self.plan = call_plan(self.backbone, scoring_device(), batch_size,
                               settings.model_batch_size, settings.model_streams)  # fmt: skip
         warm, _s, _u = stack.submit(images[:batch_size], self.version_id, modality)
         assert stack.wait(warm)["status"] == "succeeded", f"warm-up failed: {stack.data_dir}"

@@ -51,10 +51,10 @@ def evaluate_folder(
     from models.metrics import screening_report
     from models.preprocess import ImageError, load_for_model
     from models.runtimes import choose, load_predictor
-    from worker.runtime import configure_tensorflow
+    from worker.runtime import scoring_device
 
     path, card, version = _resolve(settings, modality, model_path)
-    chosen = choose(runtime or settings.runtime, configure_tensorflow())
+    chosen = choose(runtime or settings.runtime, scoring_device())
     temperature = float(card.get("temperature", 1.0))
     predictor = load_predictor(path, chosen, 32, temperature, 1, settings.onnx_threads)
     examples = load_examples(data_dir)

@@ -152,12 +152,14 @@ def compare(
 
 
 def onnx_missing() -> str | None:
-    """Why ONNX Runtime cannot be used here (not installed), or None."""
-    try:
-        import onnxruntime  # noqa: F401
-        import tf2onnx  # noqa: F401
-    except ImportError as exc:
-        return f"ONNX Runtime or tf2onnx not installed ({exc.name}); pip install 'scanq[cpu]'"
+    """Why ONNX Runtime cannot be used here (not installed), or None. Looked up, not
+    imported: importing tf2onnx imports TensorFlow, which a worker scoring a checked
+    export never needs."""
+    from importlib.util import find_spec
+
+    for name in ("onnxruntime", "tf2onnx"):
+        if find_spec(name) is None:
+            return f"ONNX Runtime or tf2onnx not installed ({name}); pip install 'scanq[cpu]'"
     return None
 
 

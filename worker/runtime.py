@@ -42,6 +42,24 @@ def configure_tensorflow() -> str:
         return "gpu" if gpus else "cpu"
 
 
+# Present when a GPU driver is loaded (NVIDIA's, or ROCm's): without one, TensorFlow
+# sees no GPU, so asking it is not needed.
+GPU_DRIVER_FILES = ("/proc/driver/nvidia/gpus", "/dev/kfd")
+
+
+def scoring_device() -> str:
+    """The device scoring runs on ("gpu" or "cpu"), found without importing TensorFlow
+    on a host with no GPU driver: a CPU worker scoring an ONNX export then never loads
+    TensorFlow, its memory and its thread pools (docs/benchmarks.md). With a driver,
+    TensorFlow is set up and asked."""
+    from pathlib import Path
+
+    if any(Path(f).exists() for f in GPU_DRIVER_FILES):
+        return configure_tensorflow()
+    _single_threaded_blas()
+    return "cpu"
+
+
 def _single_threaded_blas() -> None:
     """NumPy's OpenBLAS threads (the out-of-distribution neighbour search multiplies
     small matrices per batch) spin after each call and take CPU from the model
@@ -65,7 +83,7 @@ def predictor_for(
         cached = _predictors.get(version_id)
     if cached is not None:
         return cached
-    device = configure_tensorflow()
+    device = scoring_device()
     from models.batching import call_plan
     from models.runtimes import choose, load_predictor
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("models", "db", "web", "worker", "cli", "scanq")
 
@@ -103,3 +105,31 @@ def test_the_web_process_imports_no_tensorflow_nor_training_code(tmp_path):
                           text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "", f"the web process imported {done.stdout.strip()}"
+
+
+def test_a_cpu_worker_scoring_an_export_imports_no_tensorflow(tmp_path):
+    """A CPU worker process scoring the shipped X-ray model's checked export, with its
+    lung share, as worker.runtime loads it, in a fresh interpreter. TensorFlow is for
+    training, heat-map tasks and GPUs; here it would only cost memory and threads."""
+    from worker.runtime import GPU_DRIVER_FILES
+
+    if any(Path(f).exists() for f in GPU_DRIVER_FILES):
+        pytest.skip("a GPU driver is present: TensorFlow is asked about the device")
+    probe = (
+        "import sys\n"
+        "import numpy as np\n"
+        "from scanq.settings import load_settings\n"
+        "from worker.runtime import predictor_for\n"
+        "from models.lung.share import shares_for_scoring\n"
+        "p = predictor_for(load_settings(), 1, 'builtin/xray', 1.0, 'efficientnet_lite0')\n"
+        "x = np.random.default_rng(0).uniform(0, 255, (3, 256, 256, 1)).astype('float32')\n"
+        "probs, verdicts, maps = p.predict_judge_and_map(x)\n"
+        "shares = shares_for_scoring(p, x, maps)\n"
+        "assert p.runtime == 'onnx' and len(probs) == 3 and all(s is not None for s in shares)\n"
+        "print(','.join(m for m in ('tensorflow', 'keras', 'tf2onnx') if m in sys.modules))\n"
+    )
+    env = {"SCANQ_DATA_DIR": str(tmp_path), "SCANQ_RUNTIME": "auto", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=180)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "", f"the worker imported {done.stdout.strip()}"

@@ -6,8 +6,8 @@ its recipe (models.recipes).
 
 Imports no TensorFlow (the web process and the CLI read it). To add an option, add an
 `Option` below; `recipes=("probe",)` if only that recipe reads it (a request that sets
-it for another recipe is refused), `public=False` if only `python -m models.train` and
-library calls may set it.
+it for another recipe is refused), `modalities=("xray",)` if only those modalities may
+set it, `public=False` if only `python -m models.train` and library calls may set it.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class Option:
     none_choice: str = ""
     max_items: int = 0  # "sizes": at most this many
     recipes: tuple[str, ...] = ()  # the recipes that read it; () every recipe
+    modalities: tuple[str, ...] = ()  # the modalities it may be set for; () every one
     public: bool = True  # settable from the web and `scanq train`, not only the script
 
     @property
@@ -56,11 +57,15 @@ class Option:
     def used_by(self, recipe: str) -> bool:
         return not self.recipes or recipe in self.recipes
 
+    def allowed_for(self, modality: str) -> bool:
+        return not self.modalities or modality in self.modalities
+
     def describe(self, with_choices: bool = True) -> str:
         """The help with the accepted values, as a form or --help shows it."""
         if self.kind in ("int", "float"):
             span = f"{self._num(self.low)} to {self._num(self.high)}"
-            return f"{self.help} ({span}" + (f"; 0: {self.zero})" if self.zero else ")")
+            only = f"; {', '.join(self.modalities)} only" if self.modalities else ""
+            return f"{self.help} ({span}" + (f"; 0: {self.zero}" if self.zero else "") + only + ")"
         if self.kind == "choice" and with_choices:
             return f"{self.help} ({', '.join(self.choices)})"
         if self.kind == "sizes":
@@ -144,6 +149,7 @@ class Option:
 FINETUNE = ("finetune",)
 PROBE = ("probe",)
 IMAGES = ("finetune", "probe")  # the recipes that fit a network to images
+XRAY = ("xray",)  # the lung segmenter is trained on chest X-rays (models.lung)
 SIZE = {"low": 32, "high": 512}
 
 OPTIONS: dict[str, Option] = {
@@ -179,6 +185,9 @@ OPTIONS: dict[str, Option] = {
                "the backbone's top stage", recipes=FINETUNE, public=False),
         Option("crop", "float", 0.0, "fraction cut from each edge inside the model",
                low=0.0, high=0.4, recipes=IMAGES, public=False),
+        Option("lung_crop", "float", 0.0, "cut each image to its lungs' box (the shipped lung "
+               "segmenter's) widened by this fraction of the side, in training and scoring",
+               low=0.01, high=0.3, zero="whole images", recipes=IMAGES, modalities=XRAY),
         Option("probe_c", "float", 0.0, "the probe's inverse L2 strength", low=0.0, high=100.0,
                zero="chosen on validation", recipes=PROBE),
         Option("probe_pool", "choice", "avg", "probe features: spatial means, or means and "
@@ -233,33 +242,53 @@ def defaults() -> dict:
     return {name: o.default for name, o in OPTIONS.items()}
 
 
-def parse_fields(form: Mapping[str, str], names: Iterable[str] | None = None) -> dict:
+def parse_fields(
+    form: Mapping[str, str], names: Iterable[str] | None = None, modality: str | None = None
+) -> dict:
     """A complete, checked training config from text fields (a form, a request, a
     stored schedule's fields): absent fields take their defaults; OptionError names the
-    first bad one. Only public options are read unless `names` says which."""
+    first bad one. Only public options are read unless `names` says which; `modality`,
+    when known, refuses options set for a modality they do not apply to."""
     names = list(names) if names is not None else [o.name for o in OPTIONS.values() if o.public]
     config = defaults()
     for name in names:
         config[name] = OPTIONS[name].parse(str(form.get(name) or ""))
-    return check_config(config, given=[n for n in names if (form.get(n) or "") != ""])
+    given = [n for n in names if (form.get(n) or "") != ""]
+    return check_config(config, given=given, modality=modality)
 
 
-def check_config(config: dict, given: Iterable[str] | None = None) -> dict:
+def check_config(
+    config: dict, given: Iterable[str] | None = None, modality: str | None = None
+) -> dict:
     """The rules between options: input_size 0 resolved to the backbone's own; probe
-    scales differ from the input size; an option the recipe does not read is refused
-    when set to anything but its default (`given`: the options the caller set)."""
+    scales differ from the input size; an option the recipe does not read, or one set
+    for a `modality` it does not apply to, is refused when set to anything but its
+    default (`given`: the options the caller set)."""
     recipe = config["recipe"]
+    given = list(given) if given is not None else None
     for name in given if given is not None else config:
         option = OPTIONS.get(name)
         if option and not option.used_by(recipe) and config[name] != option.default:
             only = " or ".join(f"recipe={r}" for r in option.recipes)
             raise OptionError(name, f"{name} applies to {only} only")
+    if modality is not None:
+        check_modality(config, modality, given)
     if not config["input_size"]:
         config["input_size"] = BACKBONES[config["backbone"]].default_size
     scales = tuple(config.get("probe_scales") or ())
     if config["input_size"] in scales:
         raise OPTIONS["probe_scales"].sizes_error()
     return config
+
+
+def check_modality(config: Mapping, modality: str, given: Iterable[str] | None = None) -> None:
+    """OptionError for an option set (to anything but its default) for a modality it
+    does not apply to (`given`: the options the caller set; None: all of `config`)."""
+    for name in given if given is not None else config:
+        option = OPTIONS.get(name)
+        if option and config[name] != option.default and not option.allowed_for(modality):
+            only = " or ".join(f"modality={m}" for m in option.modalities)
+            raise OptionError(name, f"{name} applies to {only} only, not {modality}")
 
 
 def as_fields(config: Mapping) -> dict[str, str]:

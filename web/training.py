@@ -26,7 +26,7 @@ def parse_training_request(form: Mapping[str, str]) -> tuple[str, dict, bool]:
     if modality not in MODALITIES:
         raise ApiError(400, "bad_modality", f"modality must be one of {', '.join(MODALITIES)}")
     try:
-        config = parse_fields(form)
+        config = parse_fields(form, modality=modality)
     except OptionError as exc:
         raise ApiError(400, f"bad_{exc.name}", str(exc)) from None
     return modality, config, boolean_field(form, "activate")

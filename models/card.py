@@ -117,6 +117,7 @@ def render_card(card: dict) -> str:
                 else f"recipe: fine-tuning, epochs run: {card['epochs_run']}; "
             )
             + f"training time {card['train_seconds']} s",
+            *_lung_crop(card["config"].get("lung_crop")),
             "",
             *cv_lines,
             "This model's own split (train / validation for model selection, calibration "
@@ -158,6 +159,17 @@ def _also_at(scales) -> str:
 
 def _imagenet_view(size) -> str:
     return f", ImageNet-scaled view at {size} px" if size else ""
+
+
+def _lung_crop(margin) -> list[str]:
+    """The card's line for a version trained on lung fields (models.lung.field)."""
+    if not margin:
+        return []
+    return [
+        f"- Lung-field crop (`lung_crop` {margin:g}): every image, in training and in "
+        f"scoring, is cut to its lungs' box widened by {margin:.0%} of the side (the "
+        "shipped lung segmenter's, run on the whole image first) and stretched back"
+    ]
 
 
 def render_ood_section(section: dict) -> str:

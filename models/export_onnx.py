@@ -167,15 +167,19 @@ def export_version(
     folder: Path | str, check_images: np.ndarray, checked_on: str, temperature: float | None = None
 ) -> dict:
     """Export the version at `folder` and check it on `check_images` ((N, S, S, 1) in
-    0..255, e.g. its validation images); returns the record written beside it, whose
-    `status` is "ok" (use it) or "refused" (score with TensorFlow; `reason` says why).
-    Never raises for a model that does not convert: that is a refusal too."""
+    0..255, e.g. its validation images; a lung-crop version's are cut to their lungs
+    first, as it scores them: models.lung.field); returns the record written beside it,
+    whose `status` is "ok" (use it) or "refused" (score with TensorFlow; `reason` says
+    why). Never raises for a model that does not convert: that is a refusal too."""
+    from models.lung.field import as_trained
+
     folder = Path(folder)
     with _export_lock(folder):
         current = read_record(folder)
         if current is not None:
             return current
-        return _export(folder, np.asarray(check_images, np.float32), checked_on, temperature)
+        images = as_trained(folder, np.asarray(check_images, np.float32))
+        return _export(folder, images, checked_on, temperature)
 
 
 def _export(folder: Path, images: np.ndarray, checked_on: str, temperature: float | None) -> dict:

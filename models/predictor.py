@@ -17,6 +17,11 @@ pixels first.
 differentiate. The ONNX predictor loads it only when something asks for it. A network
 whose head is linear in its pooled features also returns the heat maps
 (models.gradcam.maps_output) from the same call: `predict_judge_and_map`.
+
+A version trained on lung fields (models.lung.field, its card's `lung_crop`) is fed as
+it was trained: the shipped segmenter, on this predictor's runtime, finds the lungs of
+the full images, each is cut to its lung box before the preparation above, and its
+heat map is put back into the full image's frame.
 """
 
 from __future__ import annotations
@@ -49,6 +54,10 @@ class _Batched:
                batch_size: int, temperature: float, streams: int) -> None:  # fmt: skip
         self.views = views
         self.input_size = input_size
+        from models.lung.field import for_version
+
+        # None for a version that sees whole images (and for an export under check).
+        self.lung_field = for_version(folder, self.runtime)
         self.batch_size = batch_size
         self.temperature = temperature
         # None for versions trained before out-of-distribution calibration existed.
@@ -62,9 +71,20 @@ class _Batched:
         """(N, S, S, 1) float32 in 0..255 -> uncalibrated P(covid) (N,), features (N, D)."""
         return self.raw_outputs_with_maps(images)[:2]
 
-    def raw_outputs_with_maps(self, images: np.ndarray):
+    def raw_outputs_with_maps(self, images: np.ndarray, masks: np.ndarray | None = None):
         """Uncalibrated P(covid) (N,), features (N, D) and the heat maps before
-        models.gradcam.finish_maps (N, h, w), or None when the network has none."""
+        models.gradcam.finish_maps (N, h, w), or None when the network has none. `masks`:
+        the full images' lung masks, when the caller has them (a lung-crop version)."""
+        return self._outputs(self.as_trained(images, masks)[0])
+
+    def as_trained(self, images: np.ndarray, masks: np.ndarray | None = None):
+        """The images as the version was trained on them, and their lung boxes (None:
+        the version sees whole images)."""
+        if self.lung_field is None or len(images) == 0:
+            return images, None
+        return self.lung_field.crop(images, masks)
+
+    def _outputs(self, images: np.ndarray):
         n = len(images)
         if n == 0:
             return np.zeros(0, dtype=np.float64), np.zeros((0, 0), dtype=np.float32), None
@@ -102,17 +122,24 @@ class _Batched:
         probs, feats = self.predict_with_features(images)
         return probs, judge(self.ood, images, feats)
 
-    def predict_judge_and_map(self, images: np.ndarray):
+    def predict_judge_and_map(self, images: np.ndarray, masks: np.ndarray | None = None):
         """Probabilities, verdicts and each image's heat map in 0..1 (as
         models.gradcam.batch_explainer makes it), all from the one call; maps None when
         the network has no maps output (a head not linear in its pooled features, or
-        an export made before maps were part of it)."""
+        an export made before maps were part of it). A lung-crop version's maps are put
+        back into the full images' frame ((N, S, S)); `masks` are the full images' lung
+        masks when the caller has them, so the segmenter runs once per batch."""
         from models.gradcam import finish_maps
 
-        probs, feats, raw = self.raw_outputs_with_maps(images)
+        x, boxes = self.as_trained(images, masks)
+        probs, feats, raw = self._outputs(x)
         probs = apply_temperature(probs, self.temperature)
         frame = self.map_frame
         maps = None if raw is None or frame is None else finish_maps(raw, *frame)
+        if maps is not None and boxes is not None:
+            from models.lung.crop import map_back
+
+            maps = map_back(maps, boxes, self.input_size)
         return probs, judge(self.ood, images, feats), maps
 
 

@@ -101,8 +101,8 @@ class ExportOnFirstBatch:
         self._export_once(images)
         return out
 
-    def predict_judge_and_map(self, images: np.ndarray):
-        out = self.active.predict_judge_and_map(images)
+    def predict_judge_and_map(self, images: np.ndarray, masks: np.ndarray | None = None):
+        out = self.active.predict_judge_and_map(images, masks)
         self._export_once(images)
         return out
 

@@ -1,8 +1,9 @@
 """Train one classifier on a labelled set with a patient-level split, and save it as a
 model version directory (models.version).
 
-This module only orchestrates: decode the images (models.decode), split by patient, fit
-with the configured recipe (models.recipes), calibrate the temperature and the
+This module only orchestrates: decode the images (models.decode), cut them to their lung
+fields for a `lung_crop` run (models.lung.field), split by patient, fit with the
+configured recipe (models.recipes), calibrate the temperature and the
 threshold on validation, score the test patients once, build the card (models.card)
 and calibrate the out-of-distribution check (models.ood_calibration).
 
@@ -29,6 +30,7 @@ from models.card import operating_point, split_report
 from models.dataset import Example, fingerprint, load_examples, split_groups, train_val_test
 from models.decode import decode_examples
 from models.fitting import ProgressFn, StopFn, predict
+from models.lung.field import LungField
 from models.ood_calibration import calibrate_version, other_modality_inputs
 from models.recipes import get_recipe
 from models.training_options import (
@@ -37,6 +39,7 @@ from models.training_options import (
     OptionError,
     TrainConfig,
     check_config,
+    check_modality,
     defaults,
 )
 from models.version import TrainResult, save_version
@@ -58,8 +61,15 @@ def train(
     validation images; `other_modality` (named sets of model inputs) adds to the sets
     its flag rate is measured on."""
     fit = get_recipe(cfg.recipe).fit  # an unknown recipe fails before any decoding
+    check_modality(asdict(cfg), cfg.modality)  # a library call is held to the rule too
     given = len(examples)
-    examples, x, skipped = decode_examples(examples, cfg.input_size)
+    examples, x_full, skipped = decode_examples(examples, cfg.input_size)
+    # A lung-crop run sees every image cut to its lung field; x_full stays for the
+    # shortcut report, which hides or keeps the lungs on the whole image before cutting.
+    field = LungField(cfg.lung_crop) if cfg.lung_crop else None
+    x = x_full if field is None else field.crop(x_full)[0]
+    if field is not None and other_modality:  # scored as they would be: cut by the segmenter
+        other_modality = {name: field.crop(v)[0] for name, v in other_modality.items()}
     if split is not None and len(examples) != given:
         raise ValueError("a fixed split needs every image to be readable")
     tr, va, te = split if split is not None else train_val_test(examples, seed=cfg.seed)
@@ -120,7 +130,8 @@ def train(
     if cfg.modality == "xray":  # AUC with the lungs hidden / kept alone (models.lung)
         from models.lung.shortcut import version_shortcut
 
-        card["shortcut"] = version_shortcut(model, x[te], y[te], [groups[i] for i in te])
+        card["shortcut"] = version_shortcut(model, x_full[te], y[te], [groups[i] for i in te],
+                                            margin=cfg.lung_crop)  # fmt: skip
     fitted, card["ood"] = calibrate_version(
         model, x, groups, np.concatenate([tr, va]), te, other_modality
     )
@@ -161,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     given = {k: v for k, v in vars(args).items() if k in OPTIONS}
     try:
-        config = check_config({**defaults(), **given}, given)
+        config = check_config({**defaults(), **given}, given, modality=args.modality)
     except OptionError as exc:
         ap.error(str(exc))
     cfg = TrainConfig(modality=args.modality, **config)

@@ -2,7 +2,8 @@
 
 The picture is the heat map over the original image at its own size, stored under the
 data dir by model version and content hash, so it is computed once per image and
-version whoever asks."""
+version whoever asks. A version trained on lung fields explains the crop it scores, and
+its map is put back into the whole image (models.lung.field)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ _explainers: dict[int, object] = {}
 @shared_task(name=EXPLAIN_SCAN, autoretry_for=(OperationalError,), retry_backoff=True,
              max_retries=10)  # fmt: skip
 def explain_scan(scan_id: int) -> str:
-    from models.gradcam import explainer, overlay
+    from models.gradcam import overlay
+    from models.lung.field import explainer_for
     from models.preprocess import resize_square
     from models.readers import decode_grayscale
     from worker import runtime
@@ -47,9 +49,10 @@ def explain_scan(scan_id: int) -> str:
     predictor = runtime.predictor_for(settings, *version_args)
     explain = _explainers.get(version_args[0])
     if explain is None:
-        explain = _explainers[version_args[0]] = explainer(predictor.model)
+        explain = _explainers[version_args[0]] = explainer_for(predictor)
     gray = decode_grayscale(settings.data_dir / stored)
-    _prob, cam = explain(resize_square(gray, predictor.input_size))
+    _probs, cams = explain(resize_square(gray, predictor.input_size)[None])
+    cam = cams[0]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.stem}.{os.getpid()}.tmp.png")
     picture = overlay(gray, cam)

@@ -160,13 +160,19 @@ def score(
     t1 = time.perf_counter()
     good = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
     images = np.stack([decoded[i] for i in good]) if good else None
-    # The lung share reads the heat maps the same model call returns, when it can.
+    # The lung share reads the heat maps the same model call returns, when it can, and
+    # the batch is segmented once for both (a lung-crop version's call needs the masks).
     with_maps = getattr(ctx.predictor, "predict_judge_and_map", None) if ctx.lung_share else None
-    maps = None
+    maps = masks = None
+    if ctx.lung_share and good:
+        from models.lung.share import masks_for_scoring
+
+        masks = masks_for_scoring(ctx.predictor, images)
+    t_masks = time.perf_counter()
     if not good:
         probs, verdicts = [], []
     elif with_maps is not None:
-        probs, verdicts, maps = with_maps(images)
+        probs, verdicts, maps = with_maps(images, masks)
     else:
         probs, verdicts = ctx.predictor.predict_and_judge(images)
     t_lung = time.perf_counter()
@@ -174,7 +180,7 @@ def score(
     if ctx.lung_share and good:
         from models.lung.share import shares_for_scoring
 
-        shares = shares_for_scoring(ctx.predictor, images, maps)
+        shares = shares_for_scoring(ctx.predictor, images, maps, masks)
     t2 = time.perf_counter()
     per_image_ms = (t2 - t0) * 1000 / max(len(refs), 1)
     scored = dict(zip(good, zip(probs, verdicts, shares, strict=True), strict=True))
@@ -185,9 +191,10 @@ def score(
             rows.append(_scored_row(ref, ctx, float(p), verdict, per_image_ms, share))
         else:
             rows.append(_row(ref, ctx, error=decoded[i]))
-    stats = {"decode_ms": round((t1 - t0) * 1000, 2), "model_ms": round((t_lung - t1) * 1000, 2)}
-    if ctx.lung_share:
-        stats["lung_share_ms"] = round((t2 - t_lung) * 1000, 2)
+    model_ms = (t_lung - t_masks) * 1000
+    stats = {"decode_ms": round((t1 - t0) * 1000, 2), "model_ms": round(model_ms, 2)}
+    if ctx.lung_share:  # the segmenter and the shares
+        stats["lung_share_ms"] = round((t2 - t_lung + t_masks - t1) * 1000, 2)
     return rows, stats
 
 

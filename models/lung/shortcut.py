@@ -7,6 +7,10 @@ it) and with only the lungs kept (everything else black), each with a patient-gr
 they are hidden and keeps most of it when only they remain; one that keeps its AUC
 with the lungs hidden is reading something else (borders, text, the source's style).
 The lungs come from the shipped segmenter (models.lung.segmenter), never from the masks.
+A version trained on lung fields (models.lung.field) gets each view as it scores images:
+the lungs are hidden or kept on the whole image, then the view is cut to the box of the
+whole image's lungs (the lungs-hidden view is not segmented again: no lungs would be
+found in it).
 """
 
 from __future__ import annotations
@@ -43,19 +47,27 @@ def shortcut_report(
     y: Sequence[int],
     groups: Sequence[str],
     segmenter,
+    margin: float = 0.0,
 ) -> dict:
     """`metrics.shortcut` of a version: `predict` maps (N, S, S, 1) 0..255 to scores;
-    `groups` are the patients, resampled whole for the intervals."""
+    `groups` are the patients, resampled whole for the intervals; `margin` > 0: the
+    version's lung-crop margin, each view cut to the whole image's lung box."""
+    from models.lung.crop import crop_boxes, lung_boxes
+
     y = np.asarray(y, dtype=int)
     masks = segmenter.masks(images)
+    boxes = lung_boxes(masks, margin) if margin else None
     report: dict = {"n": int(len(y)), "n_patients": len(set(groups))}
     for name, view in (
         ("auc", images),
         ("auc_lungs_hidden", hide_lungs(images, masks)),
         ("auc_lungs_only", lungs_only(images, masks)),
     ):
+        view = view if boxes is None else crop_boxes(view, boxes)
         report[name], report[f"{name}_ci95"] = _auc_with_ci(y, predict(view), groups)
     report["lung_fraction"] = round(float(masks.mean()), 4)
+    if margin:
+        report["lung_crop"] = margin
     report["segmenter"] = str(segmenter.card().get("command", "models/default/lung"))
     report["reading"] = reading(report)
     return report
@@ -93,16 +105,18 @@ def reading(report: dict) -> str:
     )
 
 
-def version_shortcut(model, x_test: np.ndarray, y_test, groups) -> dict | None:
-    """The card's `shortcut` section for a classifier and its test patients (images at
-    the model's input size); None when no lung segmenter is shipped."""
+def version_shortcut(model, x_test: np.ndarray, y_test, groups, margin: float = 0.0) -> dict | None:
+    """The card's `shortcut` section for a classifier and its test patients (whole
+    images at the model's input size; `margin`: a lung-crop version's); None when no
+    lung segmenter is shipped."""
     from models.fitting import predict
     from models.lung.segmenter import shipped
 
     segmenter = shipped()
     if segmenter is None:
         return None
-    return shortcut_report(lambda x: predict(model, x), x_test, y_test, groups, segmenter)
+    return shortcut_report(lambda x: predict(model, x), x_test, y_test, groups, segmenter,
+                           margin)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     from pathlib import Path
 
     from models.dataset import split_groups
+    from models.lung.field import margin_of
     from models.lung.report import SECTION_HEADING, render_shortcut_section
     from models.version import reload_version
 
@@ -130,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     _tr, _va, te = v.split
     groups = split_groups(v.examples)
     y = [v.examples[i].label for i in te]
-    section = version_shortcut(v.model, v.x[te], y, [groups[i] for i in te])
+    section = version_shortcut(v.model, v.x[te], y, [groups[i] for i in te],
+                               margin_of(v.card))  # fmt: skip
     if section is None:
         raise SystemExit("no lung segmenter in models/default/lung: python -m models.lung.train")
     card = json.loads((folder / "card.json").read_text())

@@ -119,6 +119,20 @@ def _bilinear(images: np.ndarray, height: int, width: int) -> np.ndarray:
     return top + (bottom - top) * fy[None, :, None, None]
 
 
+@lru_cache(maxsize=32)
+def bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """(out_size, in_size) float32 matrix of the plain bilinear resize along one axis
+    (half-pixel centres): `M @ x` resizes the rows of x as `_bilinear` does, to float
+    rounding (not bit for bit: the sums run in another order). For masks and maps,
+    where a threshold or a share follows; the networks' inputs use `resize`."""
+    lower, upper, frac = _bilinear_axis(in_size, out_size)
+    m = np.zeros((out_size, in_size), np.float32)
+    np.add.at(m, (np.arange(out_size), lower), _F(1.0) - frac)
+    np.add.at(m, (np.arange(out_size), upper), frac)
+    m.setflags(write=False)
+    return m
+
+
 def resize(images: np.ndarray, height: int, width: int, antialias: bool) -> np.ndarray:
     """(N, H, W, C) float32 -> (N, height, width, C): bilinear, half-pixel centres;
     `keras.layers.Resizing` (and so `tf.image.resize`) with the same `antialias`."""

@@ -14,6 +14,8 @@ import numpy as np
 from models.lung.export import WEIGHTS
 
 THRESHOLD = 0.5
+# Images per network call, by runtime: each one's fastest on a CPU (docs/benchmarks.md).
+ROWS = {"onnx": 8, "tensorflow": 32}
 
 
 def default_dir() -> Path:
@@ -45,10 +47,13 @@ class LungSegmenter:
     they only differ by the network's float rounding."""
 
     def __init__(
-        self, folder: Path | str | None = None, batch_size: int = 32, runtime: str = "tensorflow"
+        self,
+        folder: Path | str | None = None,
+        batch_size: int | None = None,
+        runtime: str = "tensorflow",
     ):
         self.folder = Path(folder) if folder else default_dir()
-        self.batch_size = batch_size
+        self._batch_size = batch_size
         self.runtime = "tensorflow"
         self._model = self._network_model = self._call = self._session = None
         self._want_onnx = runtime == "onnx"
@@ -119,6 +124,12 @@ class LungSegmenter:
             self._use_onnx(export_checked(self.folder, self.network, x, out))
         return out
 
+    @property
+    def batch_size(self) -> int:
+        """Images per call: as asked, else the fastest for the runtime in use (which
+        changes once an export made on the first batch passes its check)."""
+        return self._batch_size or ROWS[self.runtime]
+
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """(N, size, size) lung probabilities at the segmenter's own size."""
         x = self.prepared(images)
@@ -130,13 +141,16 @@ class LungSegmenter:
 
     def masks(self, images: np.ndarray) -> np.ndarray:
         """(N, S, S) boolean lung masks at the images' own size S."""
-        from models.pixel_views import resize
+        from models.pixel_views import bilinear_matrix
 
         s = int(images.shape[1])
         probs = self.probabilities(images)
         kept = np.stack([two_lungs(p >= THRESHOLD) for p in probs]) if len(probs) else probs
-        probs = np.where(kept, probs, 0.0)[..., None].astype(np.float32)
-        return resize(probs, s, s, False)[..., 0] >= THRESHOLD
+        probs = np.where(kept, probs, 0.0).astype(np.float32)
+        # Bilinear up to S as two matrix products: what `pixel_views.resize` computes,
+        # to float rounding, in a fraction of its time (a threshold follows, not a net).
+        rows, cols = bilinear_matrix(self.size, s), bilinear_matrix(self.size, s)
+        return rows @ probs @ cols.T >= THRESHOLD
 
     def card(self) -> dict:
         return json.loads((self.folder / "card.json").read_text())

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.pixel_views import Step, equalize, prepare, resize
+from models.pixel_views import Step, bilinear_matrix, equalize, prepare, resize
 from models.preprocess import load_for_model
 
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "default"
@@ -53,3 +53,13 @@ def test_shipped_ct_model_split_scores_as_the_whole_model(real_images):
     np.testing.assert_allclose(np.asarray(split[0]), np.asarray(whole[0]), atol=1e-6)
     np.testing.assert_allclose(np.asarray(split[1]), np.asarray(whole[1]), rtol=1e-5, atol=1e-5)
     assert np.ptp(np.asarray(whole[0])) > 1e-3  # real, differing scores
+
+
+@pytest.mark.parametrize(("n_in", "n_out"), [(128, 256), (128, 299), (256, 128), (64, 64)])
+def test_the_matrix_resize_is_the_plain_bilinear_resize(n_in, n_out):
+    """Masks and maps are resized by two matrix products: the same bilinear resize as
+    `resize` (to float rounding), up or down."""
+    x = np.random.default_rng(n_in + n_out).uniform(0, 1, (3, n_in, n_in)).astype(np.float32)
+    m = bilinear_matrix(n_in, n_out)
+    expected = resize(x[..., None], n_out, n_out, False)[..., 0]
+    np.testing.assert_allclose(m @ x @ m.T, expected, atol=2e-6)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import tempfile
@@ -182,21 +183,32 @@ def _role(cmdline: str) -> str:
 
 
 def stage_times(database_url: str, job_id: str) -> dict:
+    """Where a job's time went, from its batch rows: the sums of each stage the worker
+    timed, the time inside tasks (claimed to finished), and the time between one batch's
+    end and the next one's start (the worker between tasks)."""
     from sqlalchemy import select
 
     from db.models import Batch
     from db.session import session_scope
 
     with session_scope(database_url) as session:
-        stats = [s for s in session.scalars(select(Batch.stats).where(Batch.job_id == job_id)) if s]
+        rows = session.execute(
+            select(Batch.stats, Batch.started_at, Batch.finished_at).where(Batch.job_id == job_id)
+        ).all()
+    stats = [r.stats for r in rows if r.stats]
     total = {k: round(sum(s.get(k, 0.0) for s in stats) / 1000, 3)
-             for k in ("decode_ms", "model_ms", "write_ms")}  # fmt: skip
+             for k in ("decode_ms", "model_ms", "lung_share_ms", "write_ms")}  # fmt: skip
     queue = [s["queue_ms"] for s in stats if "queue_ms" in s]
+    spans = sorted((r.started_at, r.finished_at) for r in rows if r.started_at and r.finished_at)
+    gaps = [max((b[0] - a[1]).total_seconds(), 0.0) for a, b in itertools.pairwise(spans)]
     return {
         "batches": len(stats),
         "decode_s": total["decode_ms"],
         "model_s": total["model_ms"],
+        "lung_share_s": total["lung_share_ms"],
         "write_s": total["write_ms"],
+        "in_tasks_s": round(sum((b - a).total_seconds() for a, b in spans), 3),
+        "between_tasks_s": round(sum(gaps), 3),
         "queue_ms_median": round(float(np.median(queue)), 1) if queue else None,
     }
 

@@ -1,8 +1,8 @@
 """Which runtime scores a model version, and the predictor that runs it.
 
-On a CPU, ONNX Runtime scores a version's checked export (models.export_onnx) at about
-twice TensorFlow's speed with the same scores; TensorFlow stays what trains, what makes
-heat maps (gradients) and what scores on a GPU. `SCANQ_RUNTIME` overrides the choice:
+On a CPU, ONNX Runtime scores a version's checked export (models.export_onnx) faster
+than TensorFlow with the same scores (docs/benchmarks.md measures by how much);
+TensorFlow stays what trains, what makes heat maps (gradients) and what scores on a GPU. `SCANQ_RUNTIME` overrides the choice:
 `auto` (ONNX Runtime on a CPU, TensorFlow on a GPU), `tensorflow`, or `onnx`.
 
 A version without an export (one saved before exports existed) gets it on first load:

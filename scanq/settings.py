@@ -103,6 +103,10 @@ class Settings:
     # Failed logins allowed per client address and, separately, per account name
     # (Flask-Limiter's notation, limits separated by ';'); web.rate_limits.
     login_rate_limit: str = "5 per minute;20 per hour"
+    # Reverse proxies in front of the web process that set X-Forwarded-For, -Proto and
+    # -Host (web.app applies werkzeug's ProxyFix): with 0, the client address a login
+    # limit counts is the proxy's, shared by every user behind it.
+    proxy_hops: int = 0
 
     @property
     def study_sweep_seconds(self) -> float:
@@ -220,6 +224,7 @@ def load_settings() -> Settings:
         stow_max_bytes=_int("SCANQ_STOW_MAX_MB", 4096) * 1024 * 1024,
         login_rate_limit=os.environ.get("SCANQ_LOGIN_RATE_LIMIT", "").strip()
         or "5 per minute;20 per hour",
+        proxy_hops=_int("SCANQ_PROXY_HOPS", 0),
         environment=os.environ.get("SCANQ_ENV", "development").strip().lower(),
         dataset_roots=tuple(
             Path(p).absolute()

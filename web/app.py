@@ -22,7 +22,15 @@ def create_app(settings: Settings | None = None) -> Flask:
             "SCANQ_ENV=production needs SECRET_KEY set to a long random string; "
             "the development default signs sessions anyone could forge"
         )
+    if settings.proxy_hops < 0:
+        raise RuntimeError(f"SCANQ_PROXY_HOPS must be 0 or more, got {settings.proxy_hops}")
     app = Flask(__name__)
+    if settings.proxy_hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # The client's own address, scheme and host, as the trusted proxies saw them.
+        hops = settings.proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     app.config.update(
         SCANQ_SETTINGS=settings,
         SECRET_KEY=settings.secret_key,

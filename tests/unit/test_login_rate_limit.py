@@ -98,3 +98,34 @@ def test_the_counts_live_in_redis(tmp_path, monkeypatch, redis_url):
         assert _attempt(other, _login_form(other), "carol", PASSWORD).status_code == 429
     finally:
         get_settings.cache_clear()
+
+
+def test_behind_a_trusted_proxy_each_client_address_has_its_own_limit(app, users):
+    """SCANQ_PROXY_HOPS=1: the limit counts the address the proxy forwarded, not the
+    proxy's own one, so one client's failures do not lock out every user behind it."""
+    from dataclasses import replace
+
+    from web.app import create_app
+
+    proxied = create_app(replace(app.config["SCANQ_SETTINGS"], proxy_hops=1))
+    proxy = {"REMOTE_ADDR": "192.168.0.1"}
+
+    def attempt(client, name, password, forwarded_for):
+        form = {"name": name, "password": password, "csrf_token": _login_form(client)}
+        return client.post("/login", data=form, environ_base=proxy,
+                           headers={"X-Forwarded-For": forwarded_for})  # fmt: skip
+
+    guesser, colleague = proxied.test_client(), proxied.test_client()
+    for i in range(LIMIT):  # a different account each time: only the address runs out
+        assert attempt(guesser, f"nobody{i}", "guess", "10.1.0.7").status_code == 401
+    assert attempt(guesser, "alice", PASSWORD, "10.1.0.7").status_code == 429
+    assert attempt(colleague, "bob", PASSWORD, "10.1.0.8").status_code == 303
+
+    unproxied = app.test_client()  # without the setting the header is not believed
+    for i in range(LIMIT):
+        form = {"name": f"x{i}", "password": "guess", "csrf_token": _login_form(unproxied)}
+        unproxied.post("/login", data=form, environ_base=proxy,
+                       headers={"X-Forwarded-For": f"10.2.0.{i}"})  # fmt: skip
+    other = app.test_client()
+    form = {"name": "bob", "password": PASSWORD, "csrf_token": _login_form(other)}
+    assert other.post("/login", data=form, environ_base=proxy).status_code == 429

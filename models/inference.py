@@ -34,3 +34,11 @@ class Predictor(Protocol):
     def predict_and_judge(self, images: np.ndarray) -> tuple[np.ndarray, list[Verdict]]:
         """Probabilities and each image's out-of-distribution verdict."""
         ...
+
+    def predict_judge_and_map(
+        self, images: np.ndarray, masks: np.ndarray | None = None
+    ) -> tuple[np.ndarray, list[Verdict], np.ndarray | None]:
+        """Probabilities, verdicts and each image's heat map in 0..1 ((N, h, w), in the
+        image's frame), from one call; maps None when the network has no maps output.
+        `masks` are the images' lung masks when the caller has them (models.lung)."""
+        ...

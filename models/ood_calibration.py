@@ -23,6 +23,7 @@ import numpy as np
 from models import ood, ood_sets
 from models.dataset import load_examples, split_groups
 from models.decode import decode_examples
+from models.lung.field import as_trained
 from models.preprocess import resize_square
 from models.version import reload_version, write_card
 
@@ -113,8 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(str(exc)) from None
     tr, va, te = v.split
     other = other_modality_inputs(Path(args.data), v.card["modality"], v.input_size)
+    # A lung-crop version is calibrated on what it is fed (models.lung.field).
+    x = as_trained(folder, v.x)
+    other = {name: as_trained(folder, o) for name, o in other.items()}
     fitted, section = calibrate_version(
-        v.model, v.x, split_groups(v.examples), np.concatenate([tr, va]), te, other
+        v.model, x, split_groups(v.examples), np.concatenate([tr, va]), te, other
     )
     fitted.save(folder)
     card = {**v.card, "ood": section}

@@ -23,6 +23,17 @@ def render_shortcut_section(section: dict) -> str:
         f"| as they are | {cell('auc')} |\n"
         f"| lungs hidden (filled with their own mean grey) | {cell('auc_lungs_hidden')} |\n"
         f"| only the lungs (the rest black) | {cell('auc_lungs_only')} |\n\n"
-        "A model that reads disease from the lungs loses its skill when they are hidden "
+        + _cropped(section.get("lung_crop"))
+        + "A model that reads disease from the lungs loses its skill when they are hidden "
         f"and keeps most of it when only they remain. Here {section['reading']}.\n"
+    )
+
+
+def _cropped(margin) -> str:
+    """A lung-crop version's views: altered on the whole image, then cut as it scores."""
+    if not margin:
+        return ""
+    return (
+        "This version sees lung fields: each view was made on the whole image, then cut to "
+        f"the whole image's lung box widened by {margin:.0%} of the side, as it is scored. "
     )

@@ -3,13 +3,17 @@
 The picture is the heat map over the original image at its own size, stored under the
 data dir by model version and content hash, so it is computed once per image and
 version whoever asks. A version trained on lung fields explains the crop it scores, and
-its map is put back into the whole image (models.lung.field)."""
+its map is put back into the whole image (models.lung.field).
+
+The explainer (the Keras model and its traced gradient pass) is prepared in the
+background of the worker process (worker.warmup), outside the task's time limit: a task
+that finds it still loading waits a little, then goes back to the queue."""
 
 from __future__ import annotations
 
 import os
 
-from celery import shared_task
+from celery import current_app, shared_task
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
@@ -18,17 +22,17 @@ from db.session import session_scope
 from scanq.settings import get_settings
 from worker.celery_app import EXPLAIN_SCAN
 
-_explainers: dict[int, object] = {}
+# How long a task waits for its explainer before going back to the queue.
+EXPLAINER_WAIT_SECONDS = 5.0
 
 
 @shared_task(name=EXPLAIN_SCAN, autoretry_for=(OperationalError,), retry_backoff=True,
              max_retries=10)  # fmt: skip
 def explain_scan(scan_id: int) -> str:
     from models.gradcam import overlay
-    from models.lung.field import explainer_for
     from models.preprocess import resize_square
     from models.readers import decode_grayscale
-    from worker import runtime
+    from worker import warmup
 
     settings = get_settings()
     with session_scope(settings.database_url) as session:
@@ -46,10 +50,12 @@ def explain_scan(scan_id: int) -> str:
     out = settings.heatmap_path(version_args[0], sha)
     if out.exists():
         return "exists"
-    predictor = runtime.predictor_for(settings, *version_args)
-    explain = _explainers.get(version_args[0])
-    if explain is None:
-        explain = _explainers[version_args[0]] = explainer_for(predictor)
+    wait = min(EXPLAINER_WAIT_SECONDS, settings.batch_time_limit / 4)
+    explain = warmup.ready(settings, version_args, wait=wait, what="explainer")
+    if explain is None:  # not a failure: sent again, no retry is used up
+        current_app.send_task(EXPLAIN_SCAN, args=[scan_id], countdown=1)
+        return "left for later: the explainer is loading"
+    predictor = warmup.ready(settings, version_args, wait=0)  # ready: the explainer has it
     gray = decode_grayscale(settings.data_dir / stored)
     _probs, cams = explain(resize_square(gray, predictor.input_size)[None])
     cam = cams[0]

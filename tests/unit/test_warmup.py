@@ -49,3 +49,33 @@ def test_a_failed_load_raises_once_then_loads_again(loads):
     outcome["value"] = "predictor"
     assert warmup.ready(None, version, wait=5) == "predictor"
     assert calls == [8, 8]
+
+
+def test_the_explainer_is_prepared_on_the_predictor_it_loads_once(loads, monkeypatch):
+    """A heat-map task's explainer is built in the background on the version's one
+    predictor (the load the scoring tasks share), and a task asking meanwhile waits
+    and then gives up instead of building it under its time limit."""
+    calls, go, _ = loads
+    built = []
+
+    def explainer_for(predictor):
+        built.append(predictor)
+        return lambda images: (None, images)
+
+    import models.lung.field
+
+    monkeypatch.setattr(models.lung.field, "explainer_for", explainer_for)
+
+    class Loaded:
+        input_size = 4
+
+    loads[2]["value"] = Loaded()
+    version = (9, "builtin/xray", 1.0, "efficientnet_lite0")
+    assert warmup.ready(None, version, wait=0.05, what="explainer") is None
+    go.set()
+    explain = warmup.ready(None, version, wait=5, what="explainer")
+    assert explain is not None and warmup.ready(None, version, wait=0) is built[0]
+    assert warmup.ready(None, version, wait=0, what="explainer") is explain
+    assert calls == [9] and len(built) == 1
+    with pytest.raises(ValueError, match="cannot prepare"):
+        warmup.start(None, version, what="picture")

@@ -20,12 +20,13 @@ from worker.celery_app import RECONCILE, create_celery
 TINY = ["--backbone", "smallcnn", "--input-size", "48", "--finetune-epochs", "0"]
 
 
-def _labelled_folder(root, shared_data, n=8):
-    """covid/ and non_covid/ CT slices with a labels.csv naming their patients."""
+def _labelled_folder(root, shared_data, n=8, modality="ct"):
+    """covid/ and non_covid/ dev images (CT slices unless said) with a labels.csv naming
+    their patients."""
     lines = ["filename,label,patient_id"]
     for label in ("covid", "non_covid"):
         (root / label).mkdir(parents=True)
-        for i, p in enumerate(sample_images(shared_data, "ct", label, n)):
+        for i, p in enumerate(sample_images(shared_data, modality, label, n)):
             (root / label / p.name).write_bytes(p.read_bytes())
             lines.append(f"{label}/{p.name},{label},{label}-{i}")
     (root / "labels.csv").write_text("\n".join(lines) + "\n")
@@ -171,18 +172,6 @@ def test_probe_recipe_through_the_queue(stack, shared_data, tmp_path):
     assert version["metrics"]["config"]["equalize"] is True
 
 
-def _labelled_xrays(root, shared_data, n=8):
-    """covid/ and non_covid/ dev X-rays with a labels.csv naming their patients."""
-    lines = ["filename,label,patient_id"]
-    for label in ("covid", "non_covid"):
-        (root / label).mkdir(parents=True)
-        for i, p in enumerate(sample_images(shared_data, "xray", label, n)):
-            (root / label / p.name).write_bytes(p.read_bytes())
-            lines.append(f"{label}/{p.name},{label},{label}-{i}")
-    (root / "labels.csv").write_text("\n".join(lines) + "\n")
-    return root
-
-
 def test_a_lung_crop_version_is_trained_scored_and_explained_on_its_lung_fields(
     stack, shared_data, tmp_path
 ):
@@ -201,7 +190,7 @@ def test_a_lung_crop_version_is_trained_scored_and_explained_on_its_lung_fields(
     from models.predictor import Predictor
     from models.preprocess import load_for_model
 
-    data = _labelled_xrays(tmp_path / "set", shared_data)
+    data = _labelled_folder(tmp_path / "set", shared_data, modality="xray")
     run = stack.scanq("train", "--modality", "xray", "--data", str(data), "--recipe", "probe",
                       "--input-size", "64", "--probe-c", "0.1", "--lung-crop", "0.15", "--wait",
                       timeout=600)  # fmt: skip

@@ -1,8 +1,9 @@
 """The training options as the training and schedule forms show them: each field once,
-with its help, range and default, marked with the recipes that read it, so the page
-shows only the chosen recipe's fields (static/recipe_fields.js hides and disables the
-others, which are then not sent). Read from the one declaration,
-models.training_options; nothing here lists an option."""
+with its help, range and default, marked with the recipes that read it and the
+modalities it applies to, so the page shows only the chosen recipe's fields for the
+chosen modality (static/recipe_fields.js hides and disables the others, which are then
+not sent). Read from the one declaration, models.training_options; nothing here lists
+an option."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ class Field:
     text: str  # the value shown: the given one, else the default
     default: str  # the default, as a reader should see it
     recipes: str  # space-separated; empty: every recipe
+    modalities: str  # space-separated; empty: every modality
 
     @property
     def name(self) -> str:
@@ -58,7 +60,14 @@ def training_fields(values: Mapping | None = None) -> list[Field]:
     """Every public option but the recipe itself, in declaration order."""
     values = values or {}
     return [
-        Field(o, _label(o), _value_text(o, values), _default_text(o), " ".join(o.recipes))
+        Field(
+            o,
+            _label(o),
+            _value_text(o, values),
+            _default_text(o),
+            " ".join(o.recipes),
+            " ".join(o.modalities),
+        )  # fmt: skip
         for o in OPTIONS.values()
         if o.public and o.name != "recipe"
     ]

@@ -111,9 +111,12 @@ def test_training_form_to_new_version(stack, page, shared_data, tmp_path):
     # the shipped models' cross-validation, over repeated partitions (bench/cv.py)
     assert page.inner_text("body").count("5-fold x 4 partitions, by patient") >= 2
     page.set_input_files("#dataset", str(archive))
+    assert page.is_visible("#train-form input[name=lung_crop]")  # X-ray is checked first
     page.check("#train-form input[name=modality][value=ct]")
-    # The form shows the fields of the chosen recipe only: epochs are fine-tuning's.
+    # The form shows the fields of the chosen recipe and modality only: epochs are
+    # fine-tuning's, the lung crop is for X-rays.
     assert not page.is_visible("#train-form input[name=epochs]")
+    assert not page.is_visible("#train-form input[name=lung_crop]")
     page.select_option("#recipe", "finetune")
     assert not page.is_visible("#train-form select[name=probe_pool]")
     page.select_option("#backbone", "smallcnn")

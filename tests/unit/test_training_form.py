@@ -9,12 +9,13 @@ from models.training_options import OPTIONS, options_for
 
 
 def _fields(html: str) -> dict[str, dict]:
-    """name -> {shown, recipes, text} of each option field in the page."""
+    """name -> {shown, recipes, modalities, text} of each option field in the page."""
     out = {}
-    for m in re.finditer(r'<label class="option" data-recipes="([^"]*)"( hidden)?>(.*?)</label>',
-                         html, re.S):  # fmt: skip
-        name = re.search(r'name="([a-z_]+)"', m.group(3)).group(1)
-        out[name] = {"recipes": m.group(1), "shown": not m.group(2), "html": m.group(3)}
+    pattern = r'<label class="option" data-recipes="([^"]*)" data-modalities="([^"]*)"( hidden)?>'
+    for m in re.finditer(pattern + r"(.*?)</label>", html, re.S):
+        name = re.search(r'name="([a-z_]+)"', m.group(4)).group(1)
+        out[name] = {"recipes": m.group(1), "modalities": m.group(2), "shown": not m.group(3),
+                     "html": m.group(4)}  # fmt: skip
     return out
 
 
@@ -27,6 +28,7 @@ def test_the_training_form_shows_the_chosen_recipes_fields_with_defaults(client)
     assert {n for n, f in fields.items() if f["shown"]} == probe
     assert not fields["epochs"]["shown"] and "disabled" in fields["epochs"]["html"]
     assert fields["epochs"]["recipes"] == "finetune"
+    assert fields["lung_crop"]["modalities"] == "xray" and fields["epochs"]["modalities"] == ""
     assert "1 to 500" in fields["epochs"]["html"] and "default 30" in fields["epochs"]["html"]
     size = fields["input_size"]["html"]
     assert 'value=""' in size and "the backbone&#39;s own" in size  # 0: shown empty

@@ -237,10 +237,75 @@ def _export(folder: Path, images: np.ndarray, checked_on: str, temperature: floa
         (folder / ONNX_FILE).unlink(missing_ok=True)
         record |= {"status": "refused", "reason": reason}
         log.warning("%s keeps TensorFlow: %s", folder, reason)
+    return _write_record(folder, record)
+
+
+def _write_record(folder: Path, record: dict) -> dict:
     out = folder / f".{RECORD_FILE}.{os.getpid()}.tmp"
     out.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(out, folder / RECORD_FILE)
     return record
+
+
+# How long an export in its own process may take before it is given up (and refused).
+EXPORT_TIMEOUT_S = 1800
+
+
+def export_apart(
+    folder: Path | str, check_images: np.ndarray, checked_on: str, temperature: float | None = None
+) -> dict:
+    """`export_version` in a fresh interpreter of its own, for a worker process. The
+    conversion's memory peak is the export process's, returned when it ends: in the
+    worker child itself it counted against Celery's `worker_max_memory_per_child`, so
+    a large backbone's first-load export got the child replaced before it finished, and
+    every new child started it again (docs/benchmarks.md). An export process that dies
+    or runs out of time is a refusal with its reason, like a model that does not convert."""
+    import subprocess
+    import sys
+    import tempfile
+
+    folder = Path(folder)
+    with tempfile.TemporaryDirectory(prefix="scanq-export-") as tmp:
+        images = Path(tmp) / "check.npy"
+        np.save(images, np.asarray(check_images, np.float32))
+        command = [sys.executable, "-m", "models.export_onnx", str(folder), str(images), checked_on]
+        if temperature is not None:
+            command += ["--temperature", repr(float(temperature))]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S)
+            failure = None if done.returncode == 0 else (
+                f"the export process ended with status {done.returncode}: "
+                f"{(done.stderr.strip().splitlines() or ['no message'])[-1]}"
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            failure = f"the export process took more than {EXPORT_TIMEOUT_S} s"
+    record = read_record(folder)
+    if record is not None:
+        return record
+    if failure is None:
+        failure = "the export process wrote no record"
+    log.warning("%s keeps TensorFlow: %s", folder, failure)
+    return _write_record(folder, {
+        "format": "onnx", "model_fingerprint": fingerprint(folder),
+        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "check": {"checked_on": checked_on}, "status": "refused", "reason": failure[:500],
+    })  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The export process of `export_apart`: folder, check images (.npy), what they are."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="export one model version for ONNX Runtime")
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("images", type=Path, help="check images, (N, S, S, 1) float32 .npy")
+    ap.add_argument("checked_on", help="what the check images are, for the record")
+    ap.add_argument("--temperature", type=float, default=None)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    record = export_version(args.folder, np.load(args.images), args.checked_on, args.temperature)
+    print(record["status"], record.get("reason") or "")
+    return 0
 
 
 def _library_versions() -> dict:
@@ -276,8 +341,12 @@ def export_new_version(folder: Path, examples: list, validation_count: int,
         validation = examples[len(examples) - validation_count :] if validation_count else []
         size = int(json.loads((Path(folder) / "card.json").read_text())["input_size"])
         images = decode_examples(validation[:CHECK_LIMIT], size)[1]
-        record = export_version(folder, images, "its validation images", temperature)
+        record = export_apart(folder, images, "its validation images", temperature)
     except Exception:  # never fails the save: the version exports on first load instead
         log.exception("after-save export of %s failed", folder)
         return None
     return card_entry(record)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -2,12 +2,14 @@
 
 On a CPU, ONNX Runtime scores a version's checked export (models.export_onnx) faster
 than TensorFlow with the same scores (docs/benchmarks.md measures by how much);
-TensorFlow stays what trains, what makes heat maps (gradients) and what scores on a GPU. `SCANQ_RUNTIME` overrides the choice:
-`auto` (ONNX Runtime on a CPU, TensorFlow on a GPU), `tensorflow`, or `onnx`.
+TensorFlow stays what trains, what makes heat maps (gradients) and what scores on a GPU.
+`SCANQ_RUNTIME` overrides the choice: `auto` (ONNX Runtime on a CPU, TensorFlow on a
+GPU), `tensorflow`, or `onnx`.
 
 A version without an export (one saved before exports existed) gets it on first load:
-its first batch is scored by TensorFlow, the export is made and checked against those
-very scores, and later batches use it. A version whose export was refused (a layer that
+its first batch is scored by TensorFlow, the export is made (in a process of its own:
+models.export_onnx.export_apart) and checked against those very scores, and later
+batches use it. A version whose export was refused (a layer that
 does not convert, scores beyond the tolerance) keeps TensorFlow, and the reason is
 logged and kept in its record.
 """
@@ -113,11 +115,11 @@ class ExportOnFirstBatch:
                 self._export(images)
 
     def _export(self, images: np.ndarray) -> None:
-        from models.export_onnx import export_version
+        from models.export_onnx import export_apart
         from models.predictor import OnnxPredictor
 
         try:
-            record = export_version(
+            record = export_apart(
                 self.folder, images, f"the first {len(images)} images this version scored",
                 self.temperature,
             )  # fmt: skip

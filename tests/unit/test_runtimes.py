@@ -95,10 +95,31 @@ def test_refused_export_keeps_tensorflow_with_the_reason(tmp_path, shared_data, 
     images = np.stack([load_for_model(p, 64) for p in
                        sorted((shared_data / "xray" / "dev").rglob("*.png"))[:3]])  # fmt: skip
     monkeypatch.setattr(export_onnx, "PROBABILITY_TOLERANCE", -1.0)  # nothing can pass
-    predictor = load_predictor(folder, "onnx", 4, 1.0, streams=1)
-    predictor.predict(images)
-    record = read_record(folder)
+    # In this process (a worker exports in a process of its own, which this patch
+    # would not reach: the next test).
+    record = export_onnx.export_version(folder, images, "three dev X-rays")
+    assert record == read_record(folder)
     assert record["status"] == "refused" and "probability differs" in record["reason"]
     assert not (folder / ONNX_FILE).exists()
+    assert load_predictor(folder, "onnx", 4, 1.0, streams=1).runtime == "tensorflow"
+
+
+def test_an_export_process_that_dies_is_a_refusal_and_scoring_goes_on(
+    tmp_path, shared_data, monkeypatch
+):
+    """The first-load export runs in its own interpreter; one that dies (here: an
+    interpreter that exits at once, as an out-of-memory kill would end it) leaves the
+    version on TensorFlow with the reason, and its batches scored."""
+    import sys
+
+    folder = _small_version(tmp_path / "v3")
+    images = np.stack([load_for_model(p, 64) for p in
+                       sorted((shared_data / "xray" / "dev").rglob("*.png"))[:3]])  # fmt: skip
+    predictor = load_predictor(folder, "onnx", 4, 1.0, streams=1)
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    probs = predictor.predict(images)
+    assert probs.shape == (3,) and np.isfinite(probs).all()
+    record = read_record(folder)
+    assert record["status"] == "refused" and "ended with status 1" in record["reason"]
     assert predictor.runtime == "tensorflow"
     assert load_predictor(folder, "onnx", 4, 1.0, streams=1).runtime == "tensorflow"

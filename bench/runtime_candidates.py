@@ -61,7 +61,7 @@ def _tensorflow(threads: int) -> Callable:
 def _onnx(path: Path, threads: int) -> Callable:
     import onnxruntime as ort
 
-    from models.predictor import onnx_session_options
+    from models.onnx_session import onnx_session_options
 
     s = ort.InferenceSession(str(path), onnx_session_options(threads),
                              providers=["CPUExecutionProvider"])  # fmt: skip

@@ -111,9 +111,9 @@ def raw_throughput_onnx(
 ) -> tuple[float, int]:
     """As `raw_throughput`, through the version's ONNX export as the worker runs it
     (NumPy pixel preparation, then the session; the threads of models.runtimes)."""
+    from models.onnx_session import onnx_threads
     from models.predictor import OnnxPredictor
     from models.preprocess import load_for_model
-    from models.runtimes import onnx_threads
     from scanq.settings import load_settings
 
     threads = onnx_threads(streams, load_settings().onnx_threads)

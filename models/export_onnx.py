@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from models.export_record import ONNX_FILE, RECORD_FILE, fingerprint, read_record
+from models.onnx_convert import OPSET, convert
 from models.pixel_views import describe
 
 log = logging.getLogger(__name__)
 
-OPSET = 17
 # Largest accepted difference from TensorFlow, over the check images: of the calibrated
 # P(covid) (scores are shown to 4 decimals) and of the out-of-distribution score (flagged
 # above 1.0). Measured on the shipped models: about 1e-6 and 1e-5 (README).
@@ -54,32 +54,6 @@ def _export_lock(folder: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def convert(network, path: Path) -> tuple[list[str], list[str]]:
-    """Freeze the Keras network (inputs: prepared views, any batch size) and write it as
-    ONNX; returns its input and output names. `tf2onnx.convert.from_function` leaves
-    Keras 3's captured constants (the Normalization layers' mean and variance) as
-    graph inputs, so the function is frozen to constants first."""
-    import tensorflow as tf
-    import tf2onnx
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2,
-    )
-
-    specs = [
-        tf.TensorSpec((None, *t.shape[1:]), tf.float32, name=f"view{i}")
-        for i, t in enumerate(network.inputs)
-    ]
-    fn = tf.function(lambda *views: network(list(views), training=False), input_signature=specs)
-    frozen = convert_variables_to_constants_v2(fn.get_concrete_function())
-    inputs = [t.name for t in frozen.inputs]
-    outputs = [t.name for t in frozen.outputs]
-    tf2onnx.convert.from_graph_def(
-        frozen.graph.as_graph_def(), input_names=inputs, output_names=outputs,
-        opset=OPSET, output_path=str(path),
-    )  # fmt: skip
-    return inputs, outputs
 
 
 def _tensorflow_outputs(model, images: np.ndarray, maps: bool = True) -> tuple:

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from models.calibration import apply_temperature
+from models.onnx_session import onnx_session_options
 from models.ood import OODModel, Verdict, judge
 from models.pixel_views import View, prepare
 
@@ -189,22 +190,6 @@ class Predictor(_Batched):
         # Features come as float16 under mixed precision.
         m = np.asarray(maps[0], dtype=np.float32)[:keep] if maps else None
         return np.asarray(p)[:keep], np.asarray(f, dtype=np.float32)[:keep], m
-
-
-def onnx_session_options(threads: int, spinning: bool = False):
-    """ONNX Runtime's options for one worker process: `threads` for the ops of one call
-    (the calls in flight share the cores), one for running ops side by side, and no
-    spinning between calls, which would take the cores from the decode threads and the
-    other call in flight (bench/cpu_runtime.py measures the choices)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = max(int(threads), 1)
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    return options
 
 
 class OnnxPredictor(_Batched):

@@ -17,12 +17,12 @@ logged and kept in its record.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from pathlib import Path
 
 import numpy as np
 
+from models.onnx_session import onnx_threads
 from scanq.settings import RUNTIMES
 
 log = logging.getLogger(__name__)
@@ -35,14 +35,6 @@ def choose(setting: str, device: str) -> str:
     if setting == "auto":
         return "tensorflow" if device == "gpu" else "onnx"
     return setting
-
-
-def onnx_threads(streams: int, override: int | None = None) -> int:
-    """Intra-op threads of each call in flight: the cores shared out between the calls,
-    so that calls in flight never ask for more threads than there are cores."""
-    if override:
-        return override
-    return max(1, (os.cpu_count() or 1) // max(streams, 1))
 
 
 def load_predictor(

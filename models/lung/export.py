@@ -2,7 +2,7 @@
 score: `lung.onnx` beside `lung.keras`, with a record naming the fingerprint of the
 lung.keras it came from (a retrained segmenter is never run by a stale export) and its
 check against TensorFlow. Shipped with the segmenter; made again, with the same
-converter as the classifiers (models.export_onnx.convert), on the first batch a worker
+converter as the classifiers (models.onnx_convert.convert), on the first batch a worker
 segments when it is missing or stale, and kept only if its lung probabilities on that
 batch stay within the tolerance of TensorFlow's. The shipped one was made (byte for
 byte the same in any process) and checked on real dev X-rays by
@@ -54,8 +54,7 @@ def open_session(path: Path):
     """An ONNX Runtime session with the worker's thread layout (models.predictor)."""
     import onnxruntime as ort
 
-    from models.predictor import onnx_session_options
-    from models.runtimes import onnx_threads
+    from models.onnx_session import onnx_session_options, onnx_threads
 
     return ort.InferenceSession(
         str(path), onnx_session_options(onnx_threads(1)), providers=["CPUExecutionProvider"]
@@ -81,7 +80,7 @@ def export_checked(folder: Path, network, x: np.ndarray, reference: np.ndarray) 
 
 
 def _export(folder: Path, network, x: np.ndarray, reference: np.ndarray) -> Path | None:
-    from models.export_onnx import OPSET, convert
+    from models.onnx_convert import OPSET, convert
 
     tmp = folder / f".{ONNX_FILE}.{os.getpid()}.tmp"
     convert(network, tmp)

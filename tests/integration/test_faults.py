@@ -185,7 +185,7 @@ def test_a_file_whose_read_never_ends_fails_alone(tmp_path_factory, redis_url, s
         # Only the three deliveries that opened the file died; each of the four worker
         # processes loaded the model before it scored, outside the limit.
         assert log.count("ran past its time limit") == 3, "\n".join(events)
-        loads = re.findall(r"model version \d+ ready in [\d.]+ s \(pid (\d+)", log)
+        loads = re.findall(r"model version \d+: predictor ready in [\d.]+ s \(pid (\d+)", log)
         assert len(set(loads)) >= 4, "\n".join(events)
     finally:
         stack.stop()

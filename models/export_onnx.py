@@ -168,14 +168,8 @@ def _export(folder: Path, images: np.ndarray, checked_on: str, temperature: floa
     if temperature is None:
         card = folder / "card.json"
         temperature = json.loads(card.read_text()).get("temperature", 1.0) if card.exists() else 1.0
-    record = {
-        "format": "onnx",
-        "opset": OPSET,
-        "model_fingerprint": fingerprint(folder),
-        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "check": {"images": int(len(images)), "checked_on": checked_on},
-        "versions": _library_versions(),
-    }
+    record = _new_record(folder, checked_on) | {"versions": _library_versions()}
+    record["check"]["images"] = int(len(images))
     tmp = folder / f".{ONNX_FILE}.{os.getpid()}.tmp"
     try:
         model = keras.models.load_model(folder / "model.keras", compile=False)
@@ -212,6 +206,17 @@ def _export(folder: Path, images: np.ndarray, checked_on: str, temperature: floa
         record |= {"status": "refused", "reason": reason}
         log.warning("%s keeps TensorFlow: %s", folder, reason)
     return _write_record(folder, record)
+
+
+def _new_record(folder: Path, checked_on: str) -> dict:
+    """What every record of an export attempt starts with, kept or refused."""
+    return {
+        "format": "onnx",
+        "opset": OPSET,
+        "model_fingerprint": fingerprint(folder),
+        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "check": {"checked_on": checked_on},
+    }
 
 
 def _write_record(folder: Path, record: dict) -> dict:
@@ -253,17 +258,16 @@ def export_apart(
             )  # fmt: skip
         except subprocess.TimeoutExpired:
             failure = f"the export process took more than {EXPORT_TIMEOUT_S} s"
-    record = read_record(folder)
-    if record is not None:
-        return record
-    if failure is None:
-        failure = "the export process wrote no record"
-    log.warning("%s keeps TensorFlow: %s", folder, failure)
-    return _write_record(folder, {
-        "format": "onnx", "model_fingerprint": fingerprint(folder),
-        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "check": {"checked_on": checked_on}, "status": "refused", "reason": failure[:500],
-    })  # fmt: skip
+    # Under the export lock: another process exporting the same version may still write
+    # its record, which then stands.
+    with _export_lock(folder):
+        record = read_record(folder)
+        if record is not None:
+            return record
+        failure = failure or "the export process wrote no record"
+        log.warning("%s keeps TensorFlow: %s", folder, failure)
+        refused = {"status": "refused", "reason": failure[:500]}
+        return _write_record(folder, _new_record(folder, checked_on) | refused)
 
 
 def main(argv: list[str] | None = None) -> int:

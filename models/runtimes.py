@@ -9,9 +9,9 @@ GPU), `tensorflow`, or `onnx`.
 A version without an export (one saved before exports existed) gets it on first load:
 its first batch is scored by TensorFlow, the export is made (in a process of its own:
 models.export_onnx.export_apart) and checked against those very scores, and later
-batches use it. A version whose export was refused (a layer that
-does not convert, scores beyond the tolerance) keeps TensorFlow, and the reason is
-logged and kept in its record.
+batches use it. A version whose export was refused (a layer that does not convert,
+scores beyond the tolerance) keeps TensorFlow, and the reason is logged and kept in its
+record.
 """
 
 from __future__ import annotations

@@ -149,8 +149,8 @@ class LungSegmenter:
         probs = np.where(kept, probs, 0.0).astype(np.float32)
         # Bilinear up to S as two matrix products: what `pixel_views.resize` computes,
         # to float rounding, in a fraction of its time (a threshold follows, not a net).
-        rows, cols = bilinear_matrix(self.size, s), bilinear_matrix(self.size, s)
-        return rows @ probs @ cols.T >= THRESHOLD
+        up = bilinear_matrix(self.size, s)  # the same for rows and columns: square
+        return up @ probs @ up.T >= THRESHOLD
 
     def card(self) -> dict:
         return json.loads((self.folder / "card.json").read_text())

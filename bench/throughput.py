@@ -213,6 +213,17 @@ def stage_times(database_url: str, job_id: str) -> dict:
     }
 
 
+def wait_for_export(folder: Path, timeout: float = 1800.0) -> None:
+    """Until the version's export record is written (kept or refused)."""
+    from models.export_record import RECORD_FILE
+
+    deadline = time.monotonic() + timeout
+    while not (folder / RECORD_FILE).exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no export of {folder} after {timeout:.0f} s")
+        time.sleep(0.5)
+
+
 class Target:
     """One model on one runtime's stack: its registered version, call plan and raw
     measurements, and the jobs run so far."""
@@ -234,6 +245,8 @@ class Target:
                               settings.model_batch_size, settings.model_streams)  # fmt: skip
         warm, _s, _u = stack.submit(images[:batch_size], self.version_id, modality)
         assert stack.wait(warm)["status"] == "succeeded", f"warm-up failed: {stack.data_dir}"
+        if runtime == "onnx":  # a version without one exports in the background of its
+            wait_for_export(self.model_file.parent)  # first batch: measure after it
         self.raw_runtime = runtime
         if runtime == "onnx" and not (self.model_file.parent / "model.onnx").exists():
             self.raw_runtime = "tensorflow"  # export refused: the worker scores with TF

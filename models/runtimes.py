@@ -7,11 +7,11 @@ TensorFlow stays what trains, what makes heat maps (gradients) and what scores o
 GPU), `tensorflow`, or `onnx`.
 
 A version without an export (one saved before exports existed) gets it on first load:
-its first batch is scored by TensorFlow, the export is made (in a process of its own:
-models.export_onnx.export_apart) and checked against those very scores, and later
-batches use it. A version whose export was refused (a layer that does not convert,
-scores beyond the tolerance) keeps TensorFlow, and the reason is logged and kept in its
-record.
+its first batch of real images is scored by TensorFlow, the export is made from it in
+the background (in a process of its own: models.export_onnx.export_apart) and checked
+against those very scores, and the batches after it use the export once it passed. A
+version whose export was refused (a layer that does not convert, scores beyond the
+tolerance) keeps TensorFlow, and the reason is logged and kept in its record.
 """
 
 from __future__ import annotations
@@ -72,10 +72,12 @@ def load_predictor(
 
 
 class ExportOnFirstBatch:
-    """TensorFlow for the first batch of a version that has no export yet; that batch
-    then checks the new export (their scores against TensorFlow's), and the batches
-    after it use the export if it passed. Several processes that load the same version
-    make one export between them (models.export_onnx locks)."""
+    """TensorFlow for a version that has no export yet, until its export is ready. The
+    first batch with real images starts the export, checked on those images (the
+    warm-up's blank trace frame would prove nothing), in a background thread, so no
+    batch waits for it or spends its time limit on it; the batches after it use the
+    export once it passed. Several processes that load the same version make one export
+    between them (models.export_onnx locks)."""
 
     def __init__(self, folder: Path, rows: int, temperature: float, streams: int, threads: int):
         from models.predictor import Predictor
@@ -86,6 +88,7 @@ class ExportOnFirstBatch:
         self.active = self._tf
         self._lock = threading.Lock()
         self._tried = False
+        self.exported = threading.Event()  # set once the export was tried, kept or not
 
     def __getattr__(self, name):  # input_size, model, ood, views, runtime...
         return getattr(self.active, name)
@@ -101,10 +104,23 @@ class ExportOnFirstBatch:
         return out
 
     def _export_once(self, images: np.ndarray) -> None:
+        from models.ood import blank_frames
+
+        real = np.asarray(images)[~blank_frames(np.asarray(images))]
         with self._lock:
-            if not self._tried and len(images):
-                self._tried = True
-                self._export(images)
+            if self._tried or not len(real):
+                return
+            self._tried = True
+        threading.Thread(target=self._export_then_signal, args=(real.copy(),),
+                         name="onnx-export", daemon=True).start()  # fmt: skip
+
+    def _export_then_signal(self, images: np.ndarray) -> None:
+        try:
+            self._export(images)
+        except Exception:  # scoring goes on with TensorFlow
+            log.exception("%s: scoring with TensorFlow: the export failed", self.folder)
+        finally:
+            self.exported.set()
 
     def _export(self, images: np.ndarray) -> None:
         from models.export_onnx import export_apart

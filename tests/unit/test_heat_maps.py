@@ -122,7 +122,9 @@ def test_both_runtimes_return_the_maps_from_the_scoring_call(tmp_path, shared_da
     np.testing.assert_allclose(maps_tf, expected, atol=TOLERANCE)
     np.testing.assert_allclose(p_tf, tf_p.predict(images), atol=1e-6)
 
-    load_predictor(folder, "onnx", 4, 1.0, streams=1).predict(images)  # exports, checks
+    first = load_predictor(folder, "onnx", 4, 1.0, streams=1)
+    first.predict(images)  # starts the export, checked on these images
+    assert first.exported.wait(300)
     record = json.loads((folder / RECORD_FILE).read_text())
     assert record["status"] == "ok", record
     assert record["check"]["max_map_difference"] <= MAP_TOLERANCE

@@ -74,7 +74,11 @@ def test_version_without_export_gets_it_on_first_batch(tmp_path, shared_data):
     images = np.stack([load_for_model(p, 64) for p in paths])
     first = load_predictor(folder, "onnx", 4, 1.0, streams=1)
     assert isinstance(first, ExportOnFirstBatch) and first.runtime == "tensorflow"
+    blank = np.zeros((1, 64, 64, 1), np.float32)
+    first.predict(blank)  # the warm-up's trace: nothing to check an export on
+    assert not first.exported.wait(0.5) and read_record(folder) is None
     p_tf = first.predict(images)  # TensorFlow scores it; the export is checked on it
+    assert first.exported.wait(300)
     record = json.loads((folder / RECORD_FILE).read_text())
     assert record["status"] == "ok", record
     assert record["check"]["images"] == 6
@@ -119,6 +123,7 @@ def test_an_export_process_that_dies_is_a_refusal_and_scoring_goes_on(
     monkeypatch.setattr(sys, "executable", "/bin/false")
     probs = predictor.predict(images)
     assert probs.shape == (3,) and np.isfinite(probs).all()
+    assert predictor.exported.wait(60)
     record = read_record(folder)
     assert record["status"] == "refused" and "ended with status 1" in record["reason"]
     assert predictor.runtime == "tensorflow"
